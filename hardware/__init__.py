@@ -1,0 +1,3 @@
+"""Devices: Dynamixel buses, RealSense cameras, rig profiles and the simulated twin.
+
+Imports nothing of ours."""

@@ -1,0 +1,243 @@
+"""A virtual Dynamixel X-series servo: its control-table memory and the rules a real one enforces.
+
+The servo knows nothing of MuJoCo: a `ServoBackend` tells it the motor's angle, speed and torque and
+takes its goal and torque state. The rules are the real servo's: EEPROM items refuse writes while
+torque is on, read-only items refuse all writes, values outside an item's range are refused, goal
+position is clamped to the position limits in position mode, homing offset and drive mode (reverse)
+apply to what the servo reports, a hardware error turns torque off and raises the alert bit until
+a reboot.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Protocol
+
+from hardware.dynamixel.control_table import (
+    CENTER_TICK,
+    TICKS_PER_REV,
+    Item,
+    MotorModel,
+    OperatingMode,
+    rad_s_to_velocity,
+)
+from hardware.dynamixel.protocol import ALERT_BIT, StatusError
+
+POSITION_MODES = (OperatingMode.POSITION, OperatingMode.CURRENT_BASED_POSITION)
+
+
+class ServoBackend(Protocol):
+    """What moves the servo's output shaft: a simulated joint, or whoever moves a leader arm."""
+
+    def read(self) -> tuple[float, float, float]:
+        """Motor angle (rad, 0 at the centre tick), velocity (rad/s) and torque (N·m)."""
+        ...
+
+    def set_goal(self, radians: float) -> None: ...
+
+    def set_torque(self, enabled: bool) -> None: ...
+
+
+class HeldJoint:
+    """A backend for a joint nobody simulates: it stays where it is put, and goes to its goal under torque.
+
+    Leader arms use it (their pose is set by the operator), and so do tests that need a servo
+    without physics.
+    """
+
+    def __init__(self, radians: float = 0.0) -> None:
+        self.position = radians
+        self.torque = False
+
+    def read(self) -> tuple[float, float, float]:
+        return self.position, 0.0, 0.0
+
+    def set_goal(self, radians: float) -> None:
+        if self.torque:
+            self.position = radians
+
+    def set_torque(self, enabled: bool) -> None:
+        self.torque = enabled
+
+
+class VirtualServo:
+    """One servo's memory and behaviour. Not thread-safe: its chain serialises access."""
+
+    def __init__(self, servo_id: int, model: MotorModel, backend: ServoBackend, firmware: int | None = None):
+        self.model = model
+        self.backend = backend
+        self.memory = bytearray(model.memory_size)
+        self._firmware = model.default_firmware if firmware is None else firmware
+        self._boot = time.monotonic()
+        self._factory_defaults(servo_id)
+        self._reset_ram()
+
+    # ---- identity -------------------------------------------------------------------------
+    @property
+    def servo_id(self) -> int:
+        return self.memory[self.model.item("id").address]
+
+    def get(self, name: str) -> int:
+        return self._get(self.model.item(name))
+
+    def set(self, name: str, value: int) -> None:
+        """Set an item directly, bypassing the rules (factory settings, tests)."""
+        self._put(self.model.item(name), value)
+
+    # ---- faults ----------------------------------------------------------------------------
+    def raise_hardware_error(self, bits: int) -> None:
+        """Latch hardware-error bits (address 70); like a real servo, torque goes off until reboot."""
+        self.set("hardware_error_status", self.get("hardware_error_status") | bits)
+        self._torque(False)
+
+    @property
+    def error_byte(self) -> int:
+        """The alert flag that every status packet carries while a hardware error is latched."""
+        return ALERT_BIT if self.get("hardware_error_status") else 0
+
+    # ---- instructions ----------------------------------------------------------------------
+    def read(self, address: int, length: int) -> tuple[StatusError, bytes]:
+        if address < 0 or length < 1 or address + length > len(self.memory):
+            return StatusError.DATA_RANGE, b""
+        self._refresh_feedback()
+        return StatusError.NONE, bytes(self.memory[address : address + length])
+
+    def write(self, address: int, data: bytes) -> StatusError:
+        """Apply a WRITE as a real servo does: all items checked first, then all written."""
+        updates: list[tuple[str, Item, int]] = []
+        offset = 0
+        while offset < len(data):
+            found = self.model.item_at(address + offset)
+            if found is None:
+                return StatusError.ACCESS
+            name, item = found
+            if offset + item.size > len(data):
+                return StatusError.DATA_LENGTH
+            raw = int.from_bytes(data[offset : offset + item.size], "little", signed=item.signed)
+            error = self._check_write(name, item, raw)
+            if error is not StatusError.NONE:
+                return error
+            updates.append((name, item, raw))
+            offset += item.size
+        for name, item, raw in updates:
+            self._apply(name, item, raw)
+        return StatusError.NONE
+
+    def reboot(self) -> None:
+        """RAM back to defaults: torque off, hardware error cleared, goal at the present position."""
+        self._reset_ram()
+
+    # ---- internals -------------------------------------------------------------------------
+    def _check_write(self, name: str, item: Item, value: int) -> StatusError:
+        if not item.writable:
+            return StatusError.ACCESS
+        if item.eeprom and self.get("torque_enable"):
+            return StatusError.ACCESS
+        if (item.low is not None and value < item.low) or (item.high is not None and value > item.high):
+            return StatusError.DATA_RANGE
+        return StatusError.NONE
+
+    def _apply(self, name: str, item: Item, value: int) -> None:
+        if name == "goal_position":
+            value = self._clamp_goal(value)
+            self._put(item, value)
+            self.backend.set_goal(self._ticks_to_motor_radians(value))
+        elif name == "torque_enable":
+            self._torque(bool(value))
+        else:
+            self._put(item, value)
+
+    def _torque(self, enabled: bool) -> None:
+        if enabled and self.get("hardware_error_status"):
+            return  # a latched hardware error keeps torque off until reboot
+        self._put(self.model.item("torque_enable"), int(enabled))
+        self.backend.set_torque(enabled)
+        if enabled:
+            self.backend.set_goal(self._ticks_to_motor_radians(self.get("goal_position")))
+
+    def _clamp_goal(self, value: int) -> int:
+        if self.get("operating_mode") in POSITION_MODES:
+            return min(max(value, self.get("min_position_limit")), self.get("max_position_limit"))
+        return value
+
+    def _sign(self) -> int:
+        return -1 if self.get("drive_mode") & 1 else 1
+
+    def _motor_radians_to_ticks(self, radians: float) -> int:
+        raw = round(radians * TICKS_PER_REV / (2 * math.pi))
+        return CENTER_TICK + self._sign() * raw + self.get("homing_offset")
+
+    def _ticks_to_motor_radians(self, ticks: int) -> float:
+        raw = self._sign() * (ticks - CENTER_TICK - self.get("homing_offset"))
+        return raw * 2 * math.pi / TICKS_PER_REV
+
+    def _refresh_feedback(self) -> None:
+        position, velocity, torque = self.backend.read()
+        sign = self._sign()
+        self.set("present_position", self._motor_radians_to_ticks(position))
+        self.set("present_velocity", sign * rad_s_to_velocity(velocity))
+        if self.model.current_unit_ma is None:
+            load = round(1000 * torque / self.model.stall_torque_nm)
+            self.set("present_load", max(-1000, min(1000, sign * load)))
+        else:
+            amps = torque / self.model.torque_constant_nm_per_a
+            self.set("present_current", sign * round(1000 * amps / self.model.current_unit_ma))
+        self.set("moving", int(abs(velocity) > 0.02))
+        self.set("realtime_tick", int((time.monotonic() - self._boot) * 1000) % 32768)
+
+    def _factory_defaults(self, servo_id: int) -> None:
+        defaults = {
+            "model_number": self.model.number,
+            "firmware_version": self._firmware,
+            "id": servo_id,
+            "baud_rate": 3,  # 1 Mbps
+            "return_delay_time": 0,
+            "operating_mode": OperatingMode.POSITION,
+            "secondary_id": 255,
+            "protocol_type": 2,
+            "moving_threshold": 10,
+            "temperature_limit": 80,
+            "max_voltage_limit": 160,
+            "min_voltage_limit": 95,
+            "pwm_limit": 885,
+            "velocity_limit": 200,
+            "max_position_limit": 4095,
+            "min_position_limit": 0,
+            "shutdown": 52,  # overheating, electrical shock, overload
+        }
+        if "current_limit" in self.model.items:
+            defaults["current_limit"] = 1193
+        for name, value in defaults.items():
+            self.set(name, value)
+
+    def _reset_ram(self) -> None:
+        ram = {
+            "torque_enable": 0,
+            "led": 0,
+            "status_return_level": 2,
+            "hardware_error_status": 0,
+            "velocity_i_gain": 1920,
+            "velocity_p_gain": 100,
+            "position_p_gain": 800,
+            "profile_velocity": 0,
+            "present_input_voltage": 120,
+            "present_temperature": 35,
+        }
+        for name, value in ram.items():
+            self.set(name, value)
+        self.backend.set_torque(False)
+        self._refresh_feedback()
+        self.set("goal_position", self.get("present_position"))
+
+    def _get(self, item: Item) -> int:
+        return int.from_bytes(
+            self.memory[item.address : item.address + item.size], "little", signed=item.signed
+        )
+
+    def _put(self, item: Item, value: int) -> None:
+        low, high = item.clamp_range()
+        value = min(max(int(value), low), high)
+        self.memory[item.address : item.address + item.size] = value.to_bytes(
+            item.size, "little", signed=item.signed
+        )

@@ -1,0 +1,1 @@
+"""pi0: model, training, inference (issue 5)."""

@@ -1,0 +1,1 @@
+"""The episode store (issue 4)."""

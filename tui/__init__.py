@@ -1,0 +1,1 @@
+"""The Textual operator app (issue 7)."""
