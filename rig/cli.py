@@ -64,14 +64,14 @@ def _doctor(args: argparse.Namespace) -> int:
         table.add_row(f.device, f.item, f"[{colors[f.status]}]{f.status.value}[/]", f.detail)
     console = Console(width=max(Console().width, 140))
     console.print(table)
-    failed = sum(f.status is Status.FAIL for f in findings)
-    if failed:
+    if not healthy(findings):
+        failed = sum(f.status is Status.FAIL for f in findings)
         console.print(
             f"[bold red]{failed} problem(s)[/]: fix the rows marked FAIL, then run `rig doctor` again."
         )
         return 1
     console.print("[green]all devices present[/]")
-    return 0 if healthy(findings) else 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,15 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
+    from hardware.profile import ProfileError
+
     try:
         return run(args)
-    except Exception as exc:  # a clear one-line error instead of a traceback for expected failures
-        from hardware.profile import ProfileError
-
-        if isinstance(exc, ProfileError | ValueError):
-            print(f"rig {args.command}: {exc}", file=sys.stderr)
-            return 2
-        raise
+    except ProfileError as exc:  # a one-line error, not a traceback: the message names file and key
+        print(f"rig {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from dynamixel_sdk import COMM_RX_CORRUPT, COMM_RX_TIMEOUT, COMM_SUCCESS, PacketHandler, PortHandler
@@ -35,12 +36,13 @@ from hardware.dynamixel.errors import (
     ServoStatusError,
     ServoTimeoutError,
 )
-from hardware.dynamixel.latency import latency_timer_warning
+from hardware.dynamixel.latency import USB_SERIAL_SYSFS, latency_timer_warning
 from hardware.dynamixel.protocol import ALERT_BIT
 
 log = logging.getLogger(__name__)
 
 HARDWARE_ERROR_ADDRESS = 70
+READ_WAIT_S = 0.002
 
 
 @dataclass(frozen=True)
@@ -70,9 +72,16 @@ class ServoStates:
 class DynamixelBus:
     """One serial port with servos on it. Use as a context manager, or open() / close()."""
 
-    def __init__(self, port: str, baudrate: int = 1_000_000, motors: Mapping[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = 1_000_000,
+        motors: Mapping[int, str] | None = None,
+        sysfs: Path = USB_SERIAL_SYSFS,
+    ) -> None:
         self.port = port
         self.baudrate = baudrate
+        self._sysfs = sysfs
         self._models: dict[int, MotorModel] = {i: model_named(m) for i, m in (motors or {}).items()}
         self._handler = PortHandler(port)
         self._packets = PacketHandler(2.0)
@@ -95,7 +104,10 @@ class DynamixelBus:
         except OSError as exc:  # pyserial's SerialException is an OSError
             self._unlock_port()
             raise self._port_error(exc) from exc
-        self.latency_warning = latency_timer_warning(self.port)
+        # The SDK polls a non-blocking port in a busy loop; a short blocking read waits in select()
+        # instead, leaving the CPU (and the interpreter) to other threads until bytes arrive.
+        self._handler.ser.timeout = READ_WAIT_S
+        self.latency_warning = latency_timer_warning(self.port, self._sysfs)
         if self.latency_warning:
             log.warning(self.latency_warning)
         return self
@@ -142,7 +154,7 @@ class DynamixelBus:
     def ping(self, servo_id: int) -> ServoInfo:
         number, result, error = self._packets.ping(self._handler, servo_id)
         self._check(servo_id, result, error, "a ping", allow_alert=True)
-        firmware = self._read_raw(servo_id, 6, 1)
+        firmware = self._read_raw(servo_id, 6, 1, allow_alert=True)
         if number in MODELS_BY_NUMBER:
             self._models.setdefault(servo_id, MODELS_BY_NUMBER[number])
         return ServoInfo(servo_id, number, firmware)
@@ -169,7 +181,10 @@ class DynamixelBus:
 
     def write(self, servo_id: int, name: str, value: int) -> None:
         item = self.model(servo_id).item(name)
-        data = int(value).to_bytes(item.size, "little", signed=item.signed)
+        try:
+            data = int(value).to_bytes(item.size, "little", signed=item.signed)
+        except OverflowError:
+            raise ValueError(f"{name}={value} does not fit the item's {item.size} byte(s)") from None
         writer = {
             1: self._packets.write1ByteTxRx,
             2: self._packets.write2ByteTxRx,
