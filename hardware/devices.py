@@ -42,7 +42,8 @@ class Devices:
 
 
 def open_devices(profile: Profile, lockstep: bool | None = None) -> Devices:
-    """The profile's devices; for a twin profile, a started twin (lock-step unless told otherwise)."""
+    """The profile's devices; for a twin profile, a started twin: lock-step on its simulated clock
+    (unless the profile or `lockstep=False` says otherwise: then free-running on the wall clock)."""
     if profile.twin is None:
         return Devices(
             profile=profile,
@@ -57,6 +58,6 @@ def open_devices(profile: Profile, lockstep: bool | None = None) -> Devices:
         profile=profile,
         ports=MappingProxyType(twin.ports),
         cameras=CameraDirectory(software_devices=twin.camera_devices),
-        clock=twin.clock,
+        clock=twin.clock if twin.lockstep else WallClock(),
         twin=twin,
     )

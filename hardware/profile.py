@@ -22,6 +22,9 @@ from hardware.dynamixel.control_table import MODELS
 PROFILES_DIR = Path(__file__).parent / "profiles"
 
 
+Task = Literal["transfer_cube", "insertion"]  # the twin's tasks
+
+
 class ProfileError(ValueError):
     """A profile that cannot be used; the message names the file and the key."""
 
@@ -88,7 +91,7 @@ class CameraSettings:
 class TwinSpec:
     """Settings of the simulated twin; present only in twin profiles."""
 
-    task: Literal["transfer_cube", "insertion"] = "transfer_cube"
+    task: Task = "transfer_cube"
     lockstep: bool = True
     seed: int | None = None
 

@@ -19,6 +19,8 @@ from types import TracebackType
 import numpy as np
 import pyrealsense2 as rs
 
+from hardware.clock import Clock
+
 COLOR_FORMATS = (rs.format.rgb8, rs.format.bgr8)  # in order of preference; bgr8 is converted
 DEPTH_FORMATS = (rs.format.z16,)
 DEFAULT_DEPTH_SCALE = 0.001  # metres per z16 unit of a D4xx unless its sensor says otherwise
@@ -52,6 +54,7 @@ class CameraFrame:
     timestamp_ms: float  # the device's timestamp of the color image
     frame_number: int  # the device's number of the color image
     received: float  # time.monotonic() when the frame arrived on the host
+    arrived: float  # the same moment on the rig's clock (simulated time on the twin), for frame ages
 
 
 class CameraError(RuntimeError):
@@ -210,9 +213,16 @@ def _copy_image(frame: rs.frame, received: float) -> _Image:
 class RealSenseCamera:
     """One camera in its own thread, always holding its latest frame."""
 
-    def __init__(self, spec: CameraSpec, directory: CameraDirectory, stall_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        spec: CameraSpec,
+        directory: CameraDirectory,
+        stall_timeout: float = 1.0,
+        clock: Clock | None = None,
+    ) -> None:
         self.spec = spec
         self.stall_timeout = stall_timeout
+        self._clock_now = clock.now if clock is not None else time.monotonic
         self._directory = directory
         self._changed = threading.Condition()  # guards everything the thread writes
         self._latest: CameraFrame | None = None
@@ -289,6 +299,7 @@ class RealSenseCamera:
             timestamp_ms=color.timestamp_ms,
             frame_number=color.frame_number,
             received=color.received if depth is None else max(color.received, depth.received),
+            arrived=self._clock_now(),
         )
         with self._changed:
             self._latest = frame

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rig import __version__
 
@@ -74,6 +75,30 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _teleop(args: argparse.Namespace) -> int:
+    from rig.teleop import run_teleop
+
+    return run_teleop(args.profile, args.seconds, args.task, args.calibration_dir, args.cameras, sys.stdout)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from rig.calibrate import cli_calibrate
+
+    return cli_calibrate(args.profile, args.arm, args.redo, args.calibration_dir)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from hardware.profile import load_profile
+    from rig.bench import bench_loop, bench_teleop
+
+    profile = load_profile(args.profile)
+    if args.what == "loop":
+        print(bench_loop(profile, args.steps))
+    else:
+        print(bench_teleop(profile, args.episodes, args.task))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rig", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rig {__version__}")
@@ -91,6 +116,38 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check every device the profile names")
     doctor.add_argument("--profile", default=DEFAULT_PROFILE)
     doctor.set_defaults(run=_doctor)
+
+    teleop = commands.add_parser("teleop", help="headless teleoperation with a live status line")
+    teleop.add_argument("--profile", default=DEFAULT_PROFILE)
+    teleop.add_argument("--seconds", type=float, default=None, help="stop after this long on the rig clock")
+    teleop.add_argument("--task", choices=("transfer_cube", "insertion"), help="the twin operator's task")
+    teleop.add_argument("--calibration-dir", type=Path, default=None)
+    teleop.add_argument(
+        "--no-cameras",
+        dest="cameras",
+        action="store_false",
+        help="do not stream cameras (the twin then renders nothing)",
+    )
+    teleop.set_defaults(run=_teleop)
+
+    calibrate = commands.add_parser("calibrate", help="find homing offsets and joint ranges per arm")
+    calibrate.add_argument("--profile", default=DEFAULT_PROFILE)
+    calibrate.add_argument("--arm", action="append", help="only this arm (repeatable); default: all")
+    calibrate.add_argument("--redo", action="store_true", help="calibrate again arms that have a calibration")
+    calibrate.add_argument("--calibration-dir", type=Path, default=None)
+    calibrate.set_defaults(run=_calibrate)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    what = bench.add_subparsers(dest="what", required=True)
+    bench_loop = what.add_parser("loop", help="period error, overruns and time per tick of the control loop")
+    bench_loop.add_argument("--profile", default=DEFAULT_PROFILE)
+    bench_loop.add_argument("--steps", type=int, default=3000)
+    bench_loop.set_defaults(run=_bench)
+    bench_teleop = what.add_parser("teleop", help="success rate of scripted teleop episodes on the twin")
+    bench_teleop.add_argument("--profile", default=DEFAULT_PROFILE)
+    bench_teleop.add_argument("--episodes", type=int, default=20)
+    bench_teleop.add_argument("--task", choices=("transfer_cube", "insertion"))
+    bench_teleop.set_defaults(run=_bench)
     return parser
 
 

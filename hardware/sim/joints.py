@@ -17,15 +17,22 @@ GRIPPER_INDEX = 6
 
 
 class SimulatedJoint:
-    """A revolute joint of a follower arm in the world."""
+    """A revolute joint of a follower arm in the world.
 
-    def __init__(self, world: World, side: str, index: int) -> None:
+    The MJCF's actuators are not servos: they carry large friction losses and force ranges (a
+    shoulder may push 300 N·m). `torque_scale` maps the actuator's force range onto the motor's
+    stall torque (shared between a primary and its shadow), so reported currents keep their
+    proportions and an overload means what it would on the real arm.
+    """
+
+    def __init__(self, world: World, side: str, index: int, torque_scale: float = 1.0) -> None:
         self._world, self._side, self._index = world, side, index
+        self._torque_scale = torque_scale
 
     def read(self) -> tuple[float, float, float]:
         state = self._world.joint_state(self._side)
         i = self._index
-        return float(state.position[i]), float(state.velocity[i]), float(state.effort[i])
+        return float(state.position[i]), float(state.velocity[i]), float(state.effort[i]) * self._torque_scale
 
     def set_goal(self, radians: float) -> None:
         self._world.set_target(self._side, self._index, radians)

@@ -174,6 +174,8 @@ class VirtualServo:
 
     def _refresh_feedback(self) -> None:
         position, velocity, torque = self.backend.read()
+        # A servo cannot deliver more than its stall torque, whatever the simulated actuator asks for.
+        torque = max(-self.model.stall_torque_nm, min(self.model.stall_torque_nm, torque))
         sign = self._sign()
         self.set("present_position", self._motor_radians_to_ticks(position))
         self.set("present_velocity", sign * rad_s_to_velocity(velocity))

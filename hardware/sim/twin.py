@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from hardware.dynamixel.control_table import model_named
-from hardware.profile import ArmSpec, Profile
+from hardware.profile import ArmSpec, JointSpec, Profile
 from hardware.sim.cameras import SimulatedCamera
 from hardware.sim.joints import MirroredShadow, SimulatedGripper, SimulatedJoint
 from hardware.sim.servo import HeldJoint, ServoBackend, VirtualServo
@@ -27,6 +27,9 @@ from hardware.sim.world import ARM_JOINTS, World
 
 FREE_RUN_CHUNK_S = 0.01
 PTY_FLUSH_S = 0.0002
+
+# A function of simulated time that says where the leader arms are: arm name -> motor angles (rad).
+LeaderDriver = Callable[[float], Mapping[str, Sequence[float]]]
 
 
 class Twin:
@@ -45,7 +48,7 @@ class Twin:
         self.cameras = {name: self._build_camera(name) for name in profile.cameras}
         self._next_frame = {name: 0.0 for name in self.cameras}
         self._advance_lock = threading.Lock()
-        self._time_changed = threading.Condition()
+        self._leader_driver: LeaderDriver | None = None
         self._stop = threading.Event()
         self._runner: threading.Thread | None = None
         self.clock = TwinClock(self)
@@ -69,7 +72,9 @@ class Twin:
                 backend = (
                     SimulatedGripper(self.world, arm.side, arm.gripper.closed, arm.gripper.open)
                     if joint == "gripper"
-                    else SimulatedJoint(self.world, arm.side, index)
+                    else SimulatedJoint(
+                        self.world, arm.side, index, self._torque_scale(arm.side, index, spec)
+                    )
                 )
             else:
                 backend = HeldJoint(self._leader_start(arm, joint, float(start[index])))
@@ -85,6 +90,12 @@ class Twin:
         if arm.role == "leader":
             self._leaders[name] = held
         return VirtualServoChain(name, servos)
+
+    def _torque_scale(self, side: str, index: int, spec: JointSpec) -> float:
+        """Actuator force range -> the motor's stall torque, halved where a shadow motor shares the load."""
+        limit = self.world.force_limit(side, index)
+        scale = 1.0 if limit is None else model_named(spec.motor).stall_torque_nm / limit
+        return scale / 2 if spec.shadow is not None else scale
 
     def _leader_start(self, arm: ArmSpec, joint: str, follower_value: float) -> float:
         if joint != "gripper":
@@ -128,6 +139,20 @@ class Twin:
 
         chain.locked(move)
 
+    def set_leader_driver(self, driver: LeaderDriver | None) -> None:
+        """Have a function of simulated time pose the leaders (arm -> motor angles) as time advances.
+
+        `advance_to` calls it after each physics step it takes, at least once per call at the final
+        time, and applies what it returns with `set_leader_pose`; None removes it.
+        """
+        self._leader_driver = driver
+
+    def _drive_leaders(self) -> None:
+        driver = self._leader_driver
+        if driver is not None:
+            for arm, radians in driver(self.world.time).items():
+                self.set_leader_pose(arm, radians)
+
     def leader_pose(self, arm: str) -> np.ndarray:
         return np.array([joint.position for joint in self._leaders[arm]])
 
@@ -137,8 +162,12 @@ class Twin:
 
     # ---- time ------------------------------------------------------------------------------
     def advance_to(self, t: float) -> None:
-        """Run physics up to simulated time t, publishing every camera frame that falls due on the way."""
+        """Run physics up to simulated time t, publishing every camera frame that falls due on the way.
+
+        A leader driver (`set_leader_driver`) poses the leaders after each step on the way.
+        """
         with self._advance_lock:
+            stepped = False
             while True:
                 due = min(self._next_frame.values(), default=float("inf"))
                 if due <= self.world.time + 1e-9:
@@ -147,8 +176,10 @@ class Twin:
                 if self.world.time >= t - 1e-9:
                     break
                 self.world.step_to(min(t, due))
-        with self._time_changed:
-            self._time_changed.notify_all()
+                self._drive_leaders()
+                stepped = True
+            if not stepped:
+                self._drive_leaders()
 
     def _publish_due(self) -> None:
         """Render the frames that fall due now, for the cameras someone is streaming."""
@@ -158,12 +189,6 @@ class Twin:
                 if camera.streaming:
                     camera.publish(now)
                 self._next_frame[name] += camera.period
-
-    def wait_for_time(self, t: float) -> None:
-        """Block until a free-running twin reaches simulated time t."""
-        with self._time_changed:
-            while self.world.time < t - 1e-9 and not self._stop.is_set():
-                self._time_changed.wait(timeout=0.5)
 
     def _free_run(self) -> None:
         wall_start, sim_start = time.monotonic(), self.world.time
@@ -186,8 +211,6 @@ class Twin:
 
     def close(self) -> None:
         self._stop.set()
-        with self._time_changed:
-            self._time_changed.notify_all()
         if self._runner is not None:
             self._runner.join(timeout=5)
         for chain in self.chains.values():
@@ -204,7 +227,9 @@ class Twin:
 
 
 class TwinClock:
-    """The twin's simulated clock, seen through the rig's `Clock` interface."""
+    """The lock-step twin's simulated clock, seen through the rig's `Clock` interface: waiting on it
+    is what runs the simulation. (A free-running twin keeps pace with the wall clock instead, and
+    the rig schedules on that.)"""
 
     def __init__(self, twin: Twin) -> None:
         self._twin = twin
@@ -213,12 +238,9 @@ class TwinClock:
         return self._twin.world.time
 
     def sleep_until(self, t: float) -> None:
-        if self._twin.lockstep:
-            # What the driver wrote before it waited takes effect first. The pause lets the kernel
-            # move bytes just written to the pty across to the side the chain reads.
-            time.sleep(PTY_FLUSH_S)
-            for chain in self._twin.chains.values():
-                chain.settle()
-            self._twin.advance_to(t)
-        else:
-            self._twin.wait_for_time(t)
+        # What the driver wrote before it waited takes effect first. The pause lets the kernel
+        # move bytes just written to the pty across to the side the chain reads.
+        time.sleep(PTY_FLUSH_S)
+        for chain in self._twin.chains.values():
+            chain.settle()
+        self._twin.advance_to(t)

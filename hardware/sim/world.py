@@ -274,6 +274,20 @@ class World:
                 effort=d.actuator_force[self._act[arm][:7]].copy(),
             )
 
+    def place_arm(self, arm: str, positions: np.ndarray) -> None:
+        """Put an arm's joints at `positions` (ARM_JOINTS order; gripper: left finger opening in m,
+        mirrored) at rest, as a hand would; targets stay. How the scripted operator moves a follower
+        whose torque is off (calibration).
+        """
+        self._check_arm(arm)
+        values = np.asarray(positions, dtype=np.float64)
+        if values.shape != (len(ARM_JOINTS),):
+            raise ValueError(f"an arm has {len(ARM_JOINTS)} joints ({ARM_JOINTS}), got shape {values.shape}")
+        with self.lock:
+            self.data.qpos[self._qadr[arm]] = (*values, -values[_GRIPPER])
+            self.data.qvel[self._vadr[arm]] = 0.0
+            mujoco.mj_forward(self.model, self.data)
+
     # -------------------------------------------------------------- actuators
 
     def set_target(self, arm: str, joint: int, value: float) -> None:
@@ -315,6 +329,15 @@ class World:
         self._check_joint(joint)
         with self.lock:
             return bool(self.model.actuator_gainprm[self._act[arm][joint], 0] != 0.0)
+
+    def force_limit(self, arm: str, joint: int) -> float | None:
+        """The most force the joint's actuator may exert (its forcerange), None where unlimited."""
+        self._check_arm(arm)
+        self._check_joint(joint)
+        a = self._act[arm][joint]
+        if not self.model.actuator_forcelimited[a]:
+            return None
+        return float(np.max(np.abs(self.model.actuator_forcerange[a])))
 
     def gripper_range(self) -> tuple[float, float]:
         """(closed, open) left finger opening in metres, the range set_target clamps the gripper to."""

@@ -1,0 +1,56 @@
+"""Plain records shared by the layers: what one control tick saw and did.
+
+This module imports nothing of ours, so the recorder, the policy and the TUI can read a `Step`
+without pulling in drivers.
+
+Joint vectors are 14 long: the left arm's six joint angles (rad) and its gripper opening
+(normalized, 0 closed .. 1 open), then the same for the right arm — the layout ALOHA datasets and
+π0's ALOHA policies use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+JOINTS_PER_ARM = 7
+GRIPPER = 6  # index of the gripper within an arm's seven values
+SIDES = ("left", "right")
+STATE_DIM = JOINTS_PER_ARM * len(SIDES)
+
+
+@dataclass(frozen=True, eq=False)
+class CameraSample:
+    """A camera's latest frame as the tick saw it."""
+
+    image: np.ndarray  # (h, w, 3) uint8 RGB
+    timestamp_ms: float  # the device's timestamp (simulated time on the twin)
+    frame_number: int
+    age_s: float  # how long before the tick the frame arrived
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    """One tick of the control loop."""
+
+    index: int
+    t: float  # seconds on the rig's clock (simulated time on the twin)
+    qpos: np.ndarray  # (14,) follower positions
+    qvel: np.ndarray  # (14,) follower velocities (rad/s; gripper in openings/s)
+    effort: np.ndarray  # (14,) follower motor currents (mA)
+    action: np.ndarray  # (14,) the follower goal sent this tick
+    leader: np.ndarray | None  # (14,) leader positions, when the rig has leaders
+    mode: str
+    cameras: Mapping[str, CameraSample] = field(default_factory=lambda: MappingProxyType({}))
+    period_error_s: float = 0.0  # how late the tick started against its deadline
+    overruns: int = 0  # ticks so far that started after their successor's deadline
+    events: tuple[str, ...] = ()  # safety findings raised at this tick
+
+
+def arm_slice(side: str) -> slice:
+    """Where an arm's seven values sit in a 14-vector."""
+    start = SIDES.index(side) * JOINTS_PER_ARM
+    return slice(start, start + JOINTS_PER_ARM)
