@@ -46,8 +46,8 @@ SWEEP_S = 4.0  # how long the twin's operator takes to sweep an arm (simulated t
 SWEEP_MARGIN_RAD = 0.1  # the twin's operator stops this short of each joint limit
 
 ZERO_INSTRUCTION = (
-    "{arm}: torque is off now, so support the arm. Hold it in its zero pose (upper arm vertical, forearm level and pointing forward, "
-    "wrist straight, nothing rolled) and keep it still."
+    "{arm}: torque is off now, so support the arm. Hold it in its zero pose (upper arm vertical, "
+    "forearm level and pointing forward, wrist straight, nothing rolled) and keep it still."
 )
 SWEEP_INSTRUCTION = (
     "{arm}: move every joint slowly through its full range, one at a time, "
