@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -99,6 +100,68 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_store_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "rig" / "store"
+
+
+def _record(args: argparse.Namespace) -> int:
+    from rig.commands.record import RecordPlan, run_record
+
+    plan = RecordPlan(args.task, args.episodes, args.episode_time, args.reset_time, args.countdown)
+    return run_record(args.profile, plan, args.store, args.calibration_dir, sys.stdout)
+
+
+def _episodes(args: argparse.Namespace) -> int:
+    from rig.commands import episodes
+
+    if args.command == "episodes":
+        return episodes.list_episodes(args.store, sys.stdout)
+    if args.command == "show":
+        return episodes.show_episode(args.store, args.episode, args.png, sys.stdout)
+    if args.command == "delete":
+        return episodes.delete_episode(args.store, args.episode, args.yes, sys.stdout)
+    return episodes.replay_episode(args.profile, args.store, args.episode, sys.stdout)
+
+
+def _interop(args: argparse.Namespace) -> int:
+    from recorder.lerobot import (
+        ExportSettings,
+        ExportSummary,
+        ImportSummary,
+        LeRobotFormatError,
+        export_lerobot,
+        import_lerobot,
+    )
+    from recorder.store import Store
+
+    summary: ExportSummary | ImportSummary
+    try:
+        if args.command == "export":
+            store = Store(args.store, create=False, lock=False)
+            settings = ExportSettings(timestamps=args.timestamps)
+            summary = export_lerobot(
+                store, args.out, args.episode, include_interrupted=args.include_interrupted, settings=settings
+            )
+        else:
+            summary = import_lerobot(Store(args.store), args.dataset, task=args.task)
+    except (LeRobotFormatError, FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"rig {args.command}: {error}", file=sys.stderr)
+        return 1
+    print(summary.describe())
+    return 0
+
+
+def _bench_record(args: argparse.Namespace) -> int:
+    from recorder.bench import bench_reader, bench_record
+
+    if args.what == "reader":
+        print(bench_reader(args.store, args.windows))
+    else:
+        print(bench_record(args.cameras, args.width, args.height, args.fps, args.seconds))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rig", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rig {__version__}")
@@ -148,6 +211,79 @@ def build_parser() -> argparse.ArgumentParser:
     bench_teleop.add_argument("--episodes", type=int, default=20)
     bench_teleop.add_argument("--task", choices=("transfer_cube", "insertion"))
     bench_teleop.set_defaults(run=_bench)
+    bench_record = what.add_parser("record", help="encode synthetic camera streams as recording would")
+    bench_record.add_argument("--cameras", type=int, default=3)
+    bench_record.add_argument("--width", type=int, default=640)
+    bench_record.add_argument("--height", type=int, default=480)
+    bench_record.add_argument("--fps", type=float, default=50.0)
+    bench_record.add_argument("--seconds", type=float, default=10.0)
+    bench_record.set_defaults(run=_bench_record)
+    bench_reader = what.add_parser("reader", help="random training windows per second from a store")
+    bench_reader.add_argument("--store", type=Path, default=default_store_dir())
+    bench_reader.add_argument("--windows", type=int, default=200)
+    bench_reader.set_defaults(run=_bench_record)
+
+    def with_store(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument(
+            "--store", type=Path, default=default_store_dir(), help="the episode store (a folder)"
+        )
+        return sub
+
+    record = with_store(commands.add_parser("record", help="teleoperate and record episodes"))
+    record.add_argument("--profile", default=DEFAULT_PROFILE)
+    record.add_argument("--task", required=True, help="the task instruction stored with every episode")
+    record.add_argument("--episodes", type=int, default=1)
+    record.add_argument(
+        "--episode-time",
+        type=float,
+        default=None,
+        help="seconds per episode on the rig clock (default 10; on the twin, the demonstration's length)",
+    )
+    record.add_argument(
+        "--reset-time", type=float, default=3.0, help="seconds to reset the scene between episodes"
+    )
+    record.add_argument(
+        "--countdown", type=float, default=3.0, help="seconds of countdown before each episode"
+    )
+    record.add_argument("--calibration-dir", type=Path, default=None)
+    record.set_defaults(run=_record)
+
+    with_store(commands.add_parser("episodes", help="list the recorded episodes")).set_defaults(run=_episodes)
+    show = with_store(commands.add_parser("show", help="an episode's summary and a plot of its joints"))
+    show.add_argument("episode", type=int)
+    show.add_argument(
+        "--png", type=Path, default=None, help="where to write the plot (default episode-ID.png)"
+    )
+    show.set_defaults(run=_episodes)
+    delete = with_store(commands.add_parser("delete", help="delete an episode"))
+    delete.add_argument("episode", type=int)
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(run=_episodes)
+    replay = with_store(
+        commands.add_parser("replay", help="drive the followers through an episode's actions")
+    )
+    replay.add_argument("episode", type=int)
+    replay.add_argument("--profile", default=DEFAULT_PROFILE)
+    replay.set_defaults(run=_episodes)
+
+    export = with_store(commands.add_parser("export", help="export episodes as a LeRobot v3 dataset"))
+    export.add_argument("--format", choices=("lerobot",), default="lerobot")
+    export.add_argument("out", type=Path)
+    export.add_argument("--episode", type=int, action="append", help="only this episode (repeatable)")
+    export.add_argument("--include-interrupted", action="store_true")
+    export.add_argument(
+        "--timestamps",
+        choices=("recorded", "grid"),
+        default="recorded",
+        help="recorded: each step's time on the rig clock; grid: frame_index/fps, what LeRobot's "
+        "index-based video readers need for recordings from real hardware",
+    )
+    export.set_defaults(run=_interop)
+    imported = with_store(commands.add_parser("import", help="import a LeRobot v3 dataset into the store"))
+    imported.add_argument("--format", choices=("lerobot",), default="lerobot")
+    imported.add_argument("dataset", type=Path)
+    imported.add_argument("--task", default=None, help="task text when the dataset has none")
+    imported.set_defaults(run=_interop)
     return parser
 
 

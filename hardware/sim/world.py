@@ -246,12 +246,24 @@ class World:
             for arm in ARMS:
                 d.qpos[self._qadr[arm]] = start
                 d.ctrl[self._act[arm]] = start
-            for obj in self._spec.objects:
-                adr = self._objects[obj.body]
-                x = self._rng.uniform(*obj.x)
-                y = self._rng.uniform(*obj.y)
-                d.qpos[adr : adr + 7] = (x, y, obj.z, 1.0, 0.0, 0.0, 0.0)
-            mujoco.mj_forward(m, d)
+            self._place_objects()
+
+    def scatter_objects(self) -> None:
+        """A new episode's objects, placed at random, without touching the arms or the clock: the
+        rig's loop keeps running across episodes, so simulated time must not jump back."""
+        with self.lock:
+            self._place_objects()
+
+    def _place_objects(self) -> None:
+        d = self.data
+        for obj in self._spec.objects:
+            adr = self._objects[obj.body]
+            dof = self.model.jnt_dofadr[self.model.body_jntadr[self.model.body(obj.body).id]]
+            x = self._rng.uniform(*obj.x)
+            y = self._rng.uniform(*obj.y)
+            d.qpos[adr : adr + 7] = (x, y, obj.z, 1.0, 0.0, 0.0, 0.0)
+            d.qvel[dof : dof + 6] = 0.0
+        mujoco.mj_forward(self.model, d)
 
     def step_to(self, t: float) -> None:
         """Advance physics in whole model timesteps until time >= t (within rounding); no-op if there."""

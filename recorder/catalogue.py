@@ -1,0 +1,452 @@
+"""The store's catalogue: what was recorded, when, on which rig, and how it went (SQLite).
+
+The schema is versioned with `PRAGMA user_version`: `MIGRATIONS[k]` takes a catalogue from version
+k to k + 1, and opening a catalogue applies the ones it has not had yet, each in one transaction
+with its version bump, so a crash mid-migration leaves the previous version intact. A new version
+appends a function; a catalogue written by a newer rig is refused rather than misread.
+
+Tables (v1):
+- `sessions`: one per start of the recorder: the profile (name and text), a snapshot of the
+  calibration, the rig's version and the host.
+- `tasks`: the language instructions, each text once.
+- `episodes`: one per recording: its task, timing, step count, rate, `status` (`recording` ->
+  `complete` | `interrupted`), `outcome` (`success` | `failure` | NULL for unknown), notes, the
+  twin's reward, and video frames dropped per camera (JSON).
+- `camera_streams`: one row per camera per episode: the video file and its frame counts.
+- `training_runs`: a π0 training run's config (JSON), status and checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError, Table
+
+EPISODE_STATUSES = ("recording", "complete", "interrupted")
+OUTCOMES = ("success", "failure")
+TRAINING_STATUSES = ("running", "complete", "failed", "interrupted")
+
+Migration = Callable[[Database], None]
+
+
+def _v1(db: Database) -> None:
+    """The first schema."""
+    db.table("sessions").create(
+        {
+            "id": int,
+            "started_at": str,
+            "profile": str,
+            "profile_snapshot": str,
+            "calibration": str,  # JSON
+            "rig_version": str,
+            "host": str,
+        },
+        pk="id",
+        not_null={"started_at", "profile", "profile_snapshot", "calibration", "rig_version", "host"},
+    )
+    db.table("tasks").create({"id": int, "text": str}, pk="id", not_null={"text"})
+    db.table("tasks").create_index(["text"], unique=True)
+    # Written out because sqlite-utils has no AUTOINCREMENT option: without it SQLite hands a deleted
+    # episode's id to the next one, and folders, exports and training runs name episodes by id.
+    # (`transform()` keeps AUTOINCREMENT, so later migrations can use it on this table.)
+    db.execute(
+        """CREATE TABLE episodes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id INTEGER NOT NULL REFERENCES sessions(id),
+            task_id INTEGER NOT NULL REFERENCES tasks(id),
+            task TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            steps INTEGER NOT NULL DEFAULT 0,
+            duration_s REAL NOT NULL DEFAULT 0,
+            rate_hz REAL NOT NULL,
+            status TEXT NOT NULL,
+            outcome TEXT,
+            notes TEXT NOT NULL DEFAULT '',
+            twin_reward INTEGER,
+            frames_dropped TEXT NOT NULL DEFAULT '{}'
+        )"""
+    )
+    db.table("episodes").create_index(["status"])
+    db.table("camera_streams").create(
+        {
+            "episode_id": int,
+            "camera": str,
+            "width": int,
+            "height": int,
+            "fps": float,
+            "codec": str,
+            "file": str,
+            "frames_written": int,
+            "frames_dropped": int,
+        },
+        pk=("episode_id", "camera"),
+        not_null={"width", "height", "fps", "codec", "file", "frames_written", "frames_dropped"},
+        defaults={"frames_written": 0, "frames_dropped": 0},
+        foreign_keys=[("episode_id", "episodes", "id")],
+    )
+    db.table("training_runs").create(
+        {
+            "id": int,
+            "started_at": str,
+            "ended_at": str,
+            "config": str,  # JSON
+            "status": str,
+            "checkpoint": str,
+            "notes": str,
+        },
+        pk="id",
+        not_null={"started_at", "config", "status", "notes"},
+        defaults={"notes": ""},
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1,)
+
+
+class SchemaTooNewError(RuntimeError):
+    """The catalogue was written by a newer rig; reading it with this one could lose data."""
+
+
+# ---- records --------------------------------------------------------------------------------------
+
+
+class StreamSpec(Protocol):
+    """What `start_episode` needs to know of a camera stream: a `CameraStream`, a record, or a dict
+    with these keys."""
+
+    @property
+    def camera(self) -> str: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def fps(self) -> float: ...
+    @property
+    def codec(self) -> str: ...
+    @property
+    def file(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class CameraStream:
+    """A camera's video in an episode, as planned when the episode starts."""
+
+    camera: str
+    width: int
+    height: int
+    fps: float
+    codec: str
+    file: str  # relative to the episode's folder
+
+
+@dataclass(frozen=True)
+class CameraStreamRecord:
+    episode_id: int
+    camera: str
+    width: int
+    height: int
+    fps: float
+    codec: str
+    file: str
+    frames_written: int
+    frames_dropped: int
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: int
+    started_at: str  # ISO 8601, UTC
+    profile: str
+    profile_snapshot: str
+    calibration: Mapping[str, Any]
+    rig_version: str
+    host: str
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    id: int
+    session_id: int
+    task_id: int
+    task: str
+    started_at: str  # ISO 8601, UTC
+    ended_at: str | None
+    steps: int
+    duration_s: float
+    rate_hz: float
+    status: str
+    outcome: str | None
+    notes: str
+    twin_reward: int | None
+    frames_dropped: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class TrainingRunRecord:
+    id: int
+    started_at: str
+    ended_at: str | None
+    config: Mapping[str, Any]
+    status: str
+    checkpoint: str | None
+    notes: str
+
+
+def now() -> str:
+    """The catalogue's timestamps: ISO 8601 in UTC, readable in any SQLite browser."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _one_of(value: str | None, allowed: Sequence[str | None], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} {value!r}: expected one of {', '.join(map(repr, allowed))}")
+
+
+# ---- the catalogue --------------------------------------------------------------------------------
+
+
+class Catalogue:
+    """The catalogue file, open. Safe to share between threads (the recorder's writer thread and the
+    TUI's): every method holds the catalogue's lock."""
+
+    def __init__(self, path: Path, migrations: Sequence[Migration] = MIGRATIONS) -> None:
+        self.path = Path(path)
+        self.db = Database(sqlite3.connect(self.path, check_same_thread=False))
+        self._lock = threading.RLock()
+        try:
+            self.db.execute("PRAGMA busy_timeout = 5000")  # another process may be writing
+            self.db.enable_wal()  # readers (training, the TUI) never block the recorder
+            self.db.execute("PRAGMA synchronous = FULL")  # a committed episode survives a power cut
+            self.db.execute("PRAGMA foreign_keys = ON")
+            _migrate(self.db, migrations, self.path)
+        except BaseException:
+            self.db.close()
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        return _user_version(self.db)
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    @contextmanager
+    def _atomic(self) -> Iterator[Database]:
+        with self._lock, self.db.atomic():
+            yield self.db
+
+    def _table(self, name: str) -> Table:
+        return self.db.table(name)
+
+    # ---- sessions ----
+    def start_session(
+        self,
+        *,
+        profile: str,
+        profile_snapshot: str,
+        calibration: Mapping[str, Any],
+        rig_version: str,
+        host: str | None = None,
+    ) -> int:
+        """A recorder start: what the rig was, so an episode can be read years later."""
+        row = {
+            "started_at": now(),
+            "profile": profile,
+            "profile_snapshot": profile_snapshot,
+            "calibration": json.dumps(calibration),
+            "rig_version": rig_version,
+            "host": host or socket.gethostname(),
+        }
+        with self._atomic():
+            return _pk(self._table("sessions").insert(row))
+
+    def session(self, session_id: int) -> SessionRecord:
+        row = self._get("sessions", session_id)
+        return SessionRecord(**{**row, "calibration": json.loads(row["calibration"])})
+
+    # ---- tasks ----
+    def tasks(self) -> dict[int, str]:
+        """Every task text by id."""
+        with self._lock:
+            return {row["id"]: row["text"] for row in self._table("tasks").rows_where(order_by="id")}
+
+    # ---- episodes ----
+    def start_episode(
+        self,
+        session_id: int,
+        task: str,
+        rate_hz: float,
+        cameras: Sequence[StreamSpec | Mapping[str, Any]] = (),
+    ) -> int:
+        """A new episode, `recording`, with its camera streams planned."""
+        if not task.strip():
+            raise ValueError("an episode needs a task")
+        with self._atomic():
+            self._get("sessions", session_id)
+            task_id = self._table("tasks").lookup({"text": task})
+            row = {
+                "session_id": session_id,
+                "task_id": task_id,
+                "task": task,
+                "started_at": now(),
+                "rate_hz": rate_hz,
+                "status": "recording",
+            }
+            episode_id = _pk(self._table("episodes").insert(row))
+            streams = [_stream_row(episode_id, spec) for spec in cameras]
+            self._table("camera_streams").insert_all(streams)
+            return episode_id
+
+    def finish_episode(
+        self,
+        episode_id: int,
+        *,
+        steps: int,
+        duration_s: float,
+        status: str,
+        frames_dropped: Mapping[str, int],
+        outcome: str | None = None,
+        twin_reward: int | None = None,
+        ended_at: str | None = None,
+    ) -> None:
+        """An episode's end: `complete`, or `interrupted` (the recording stopped early)."""
+        _one_of(status, ("complete", "interrupted"), "finished episode status")
+        _one_of(outcome, (*OUTCOMES, None), "outcome")
+        self._update(
+            "episodes",
+            episode_id,
+            {
+                "steps": steps,
+                "duration_s": duration_s,
+                "status": status,
+                "frames_dropped": json.dumps(dict(frames_dropped)),
+                "outcome": outcome,
+                "twin_reward": twin_reward,
+                "ended_at": ended_at or now(),
+            },
+        )
+
+    def update_stream(self, episode_id: int, camera: str, frames_written: int, frames_dropped: int) -> None:
+        self._update(
+            "camera_streams",
+            (episode_id, camera),
+            {"frames_written": frames_written, "frames_dropped": frames_dropped},
+        )
+
+    def set_outcome(self, episode_id: int, outcome: str | None) -> None:
+        """The operator's verdict (or back to unknown with None)."""
+        _one_of(outcome, (*OUTCOMES, None), "outcome")
+        self._update("episodes", episode_id, {"outcome": outcome})
+
+    def set_notes(self, episode_id: int, notes: str) -> None:
+        self._update("episodes", episode_id, {"notes": notes})
+
+    def episode(self, episode_id: int) -> EpisodeRecord:
+        return _episode(self._get("episodes", episode_id))
+
+    def episodes(self, status: str | None = None) -> list[EpisodeRecord]:
+        """Episodes in the order they were recorded, all or those with `status`."""
+        if status is not None:
+            _one_of(status, EPISODE_STATUSES, "episode status")
+        with self._lock:
+            rows = self._table("episodes").rows_where(
+                None if status is None else "status = ?", None if status is None else [status], order_by="id"
+            )
+            return [_episode(row) for row in rows]
+
+    def streams(self, episode_id: int) -> list[CameraStreamRecord]:
+        with self._lock:
+            rows = self._table("camera_streams").rows_where("episode_id = ?", [episode_id], order_by="rowid")
+            return [CameraStreamRecord(**row) for row in rows]
+
+    def delete_episode(self, episode_id: int) -> None:
+        """The episode's row and its streams' rows (the store removes its folder)."""
+        with self._atomic():
+            self._get("episodes", episode_id)
+            self._table("camera_streams").delete_where("episode_id = ?", [episode_id])
+            self._table("episodes").delete(episode_id)
+
+    # ---- training runs ----
+    def start_training_run(self, config: Mapping[str, Any], notes: str = "") -> int:
+        row = {"started_at": now(), "config": json.dumps(config), "status": "running", "notes": notes}
+        with self._atomic():
+            return _pk(self._table("training_runs").insert(row))
+
+    def finish_training_run(
+        self, run_id: int, *, status: str, checkpoint: str | None = None, notes: str | None = None
+    ) -> None:
+        _one_of(status, TRAINING_STATUSES[1:], "finished training run status")
+        updates: dict[str, Any] = {"status": status, "checkpoint": checkpoint, "ended_at": now()}
+        if notes is not None:
+            updates["notes"] = notes
+        self._update("training_runs", run_id, updates)
+
+    def training_run(self, run_id: int) -> TrainingRunRecord:
+        return _training_run(self._get("training_runs", run_id))
+
+    def training_runs(self) -> list[TrainingRunRecord]:
+        with self._lock:
+            return [_training_run(row) for row in self._table("training_runs").rows_where(order_by="id")]
+
+    # ---- helpers ----
+    def _get(self, table: str, key: Any) -> dict[str, Any]:
+        with self._lock:
+            try:
+                return self._table(table).get(key)
+            except NotFoundError:
+                raise KeyError(f"{self.path}: no {table} row {key!r}") from None
+
+    def _update(self, table: str, key: Any, updates: Mapping[str, Any]) -> None:
+        with self._atomic():
+            self._get(table, key)
+            self._table(table).update(key, dict(updates))
+
+
+def _pk(table: Table) -> int:
+    assert table.last_pk is not None
+    return int(table.last_pk)
+
+
+def _stream_row(episode_id: int, spec: StreamSpec | Mapping[str, Any]) -> dict[str, Any]:
+    fields = ("camera", "width", "height", "fps", "codec", "file")
+    if isinstance(spec, Mapping):
+        return {"episode_id": episode_id, **{name: spec[name] for name in fields}}
+    return {"episode_id": episode_id, **{name: getattr(spec, name) for name in fields}}
+
+
+def _episode(row: Mapping[str, Any]) -> EpisodeRecord:
+    return EpisodeRecord(**{**row, "frames_dropped": json.loads(row["frames_dropped"])})
+
+
+def _training_run(row: Mapping[str, Any]) -> TrainingRunRecord:
+    return TrainingRunRecord(**{**row, "config": json.loads(row["config"])})
+
+
+def _user_version(db: Database) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def _migrate(db: Database, migrations: Sequence[Migration], path: Path) -> None:
+    """Apply the migrations a catalogue has not had, each atomically with its version bump."""
+    if _user_version(db) > len(migrations):
+        raise SchemaTooNewError(
+            f"{path}: catalogue schema v{_user_version(db)} was written by a newer rig; this one knows up"
+            f" to v{len(migrations)}. Upgrade rig to open this store."
+        )
+    while (version := _user_version(db)) < len(migrations):
+        with db.atomic():
+            migrations[version](db)
+            db.execute(f"PRAGMA user_version = {version + 1}")

@@ -1,0 +1,136 @@
+"""Browsing a store: `rig episodes`, `rig show`, `rig delete`, `rig replay`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from recorder.steps import read_steps
+from recorder.store import Store
+
+
+def list_episodes(store_dir: Path, out: TextIO) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    store = Store(store_dir, create=False, lock=False)
+    table = Table(title=f"episodes in {store.root}")
+    for column in ("id", "task", "steps", "seconds", "status", "outcome", "cameras", "dropped", "MB"):
+        table.add_column(column)
+    for episode in store.catalogue.episodes():
+        cameras = ", ".join(s.camera for s in store.catalogue.streams(episode.id))
+        dropped = sum((episode.frames_dropped or {}).values())
+        table.add_row(
+            str(episode.id),
+            episode.task,
+            str(episode.steps or 0),
+            f"{episode.duration_s or 0:.1f}",
+            episode.status,
+            episode.outcome or "-",
+            cameras,
+            str(dropped),
+            f"{store.episode_size(episode.id) / 1e6:.1f}",
+        )
+    Console(file=out, width=140).print(table)
+    return 0
+
+
+def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO) -> int:
+    """A summary, and the joint trajectories (follower qpos and action) plotted to a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    store = Store(store_dir, create=False, lock=False)
+    episode = store.catalogue.episode(episode_id)
+    steps = read_steps(store.episode_dir(episode_id))
+    print(
+        f"episode {episode.id}: {episode.task!r}, {len(steps)} steps ({episode.duration_s or 0:.1f} s), "
+        f"{episode.status}, outcome {episode.outcome or 'unknown'}"
+        + (f", twin reward {episode.twin_reward}/4" if episode.twin_reward is not None else ""),
+        file=out,
+    )
+    for stream in store.catalogue.streams(episode_id):
+        print(
+            f"  {stream.camera}: {stream.width}x{stream.height} @ {stream.fps:g} fps {stream.codec}, "
+            f"{stream.frames_written} frames written, {stream.frames_dropped} dropped",
+            file=out,
+        )
+    if episode.notes:
+        print(f"  notes: {episode.notes}", file=out)
+    png = png or Path(f"episode-{episode_id}.png")
+    t = steps["t"] - steps["t"][0] if len(steps) else np.zeros(0)
+    figure, axes = plt.subplots(7, 2, figsize=(12, 14), sharex=True)
+    names = ["waist", "shoulder", "elbow", "forearm roll", "wrist angle", "wrist rotate", "gripper (0..1)"]
+    for arm, column in (("left", 0), ("right", 1)):
+        for joint, name in enumerate(names):
+            axis = axes[joint, column]
+            i = column * 7 + joint
+            axis.plot(t, steps["qpos"][:, i], label="follower")
+            axis.plot(t, steps["action"][:, i], label="action", linestyle="--")
+            axis.set_ylabel(f"{arm} {name}", fontsize=8)
+    axes[0, 0].legend(fontsize=8)
+    axes[-1, 0].set_xlabel("s")
+    axes[-1, 1].set_xlabel("s")
+    figure.suptitle(f"episode {episode_id}: {episode.task}")
+    figure.tight_layout()
+    figure.savefig(png, dpi=80)
+    plt.close(figure)
+    print(f"  plot: {png}", file=out)
+    return 0
+
+
+def delete_episode(
+    store_dir: Path, episode_id: int, yes: bool, out: TextIO, answers: TextIO = sys.stdin
+) -> int:
+    store = Store(store_dir, create=False)
+    episode = store.catalogue.episode(episode_id)
+    if not yes:
+        print(
+            f"delete episode {episode_id} ({episode.task!r}, {episode.steps} steps)? [y/N] ",
+            end="",
+            file=out,
+            flush=True,
+        )
+        if answers.readline().strip().lower() not in ("y", "yes"):
+            print("kept", file=out)
+            return 1
+    store.delete_episode(episode_id)
+    print(f"deleted episode {episode_id}", file=out)
+    return 0
+
+
+def replay_episode(profile_name: str, store_dir: Path, episode_id: int, out: TextIO) -> int:
+    """Drive the followers through the recorded actions: first slowly to where the episode began."""
+    from hardware.devices import open_devices
+    from hardware.profile import load_profile
+    from rig.loop import ControlLoop, LoopConfig
+    from rig.modes import MoveTo, Replay
+    from rig.teleop import load_calibrations
+
+    store = Store(store_dir, create=False, lock=False)
+    actions = read_steps(store.episode_dir(episode_id))["action"].astype(np.float64)
+    if not len(actions):
+        print(f"rig replay: episode {episode_id} has no steps", file=sys.stderr)
+        return 1
+    profile = load_profile(profile_name)
+    with open_devices(profile) as devices:
+        loop = ControlLoop(devices, load_calibrations(devices), LoopConfig(cameras=False))
+        loop.start()
+        move = MoveTo(actions[0], duration=2.0)
+        loop.set_mode(move, ramp_s=0.0)
+        step = loop.wait_for_step()
+        while not move.finished:
+            step = loop.wait_for_step(step.index)
+        replay = Replay(actions)
+        loop.set_mode(replay, ramp_s=0.0)
+        while not replay.finished and loop.running:
+            step = loop.wait_for_step(step.index)
+        error = np.abs(step.qpos - actions[-1]).max()
+        loop.stop()
+    print(f"replayed episode {episode_id}: {len(actions)} actions; final joint error {error:.3f}", file=out)
+    return 0
