@@ -121,6 +121,8 @@ def _episodes(args: argparse.Namespace) -> int:
         return episodes.show_episode(args.store, args.episode, args.png, sys.stdout)
     if args.command == "delete":
         return episodes.delete_episode(args.store, args.episode, args.yes, sys.stdout)
+    if args.command == "mark":
+        return episodes.mark_episode(args.store, args.episode, args.outcome, args.note, sys.stdout)
     return episodes.replay_episode(args.profile, args.store, args.episode, sys.stdout)
 
 
@@ -259,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("episode", type=int)
     delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     delete.set_defaults(run=_episodes)
+    mark = with_store(commands.add_parser("mark", help="set an episode's outcome or notes"))
+    mark.add_argument("episode", type=int)
+    mark.add_argument("--outcome", choices=("success", "failure"))
+    mark.add_argument("--note", help="the operator's notes on the episode")
+    mark.set_defaults(run=_episodes)
     replay = with_store(
         commands.add_parser("replay", help="drive the followers through an episode's actions")
     )

@@ -85,6 +85,13 @@ def test_export_then_import_round_trips(recorded: Path, tmp_path: Path) -> None:
     assert "imported 2 episodes" in imported.stdout
 
 
+def test_mark_sets_outcome_and_notes(recorded: Path) -> None:
+    result = rig("mark", "1", "--store", str(recorded), "--outcome", "failure", "--note", "cube slipped")
+    assert result.returncode == 0, result.stderr
+    shown = rig("show", "1", "--store", str(recorded), "--png", str(recorded.parent / "p.png")).stdout
+    assert "outcome failure" in shown and "cube slipped" in shown
+
+
 def test_delete_asks_first(recorded: Path) -> None:
     kept = rig("delete", "2", "--store", str(recorded), stdin="n\n")
     assert kept.returncode == 1 and "kept" in kept.stdout

@@ -84,6 +84,21 @@ def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO
     return 0
 
 
+def mark_episode(store_dir: Path, episode_id: int, outcome: str | None, note: str | None, out: TextIO) -> int:
+    """The operator's verdict and notes, after the fact."""
+    store = Store(store_dir, create=False)
+    store.catalogue.episode(episode_id)  # KeyError for an unknown id, before anything changes
+    if outcome is not None:
+        store.catalogue.set_outcome(episode_id, outcome)
+    if note is not None:
+        store.catalogue.set_notes(episode_id, note)
+    print(
+        f"episode {episode_id}: outcome {outcome or 'unchanged'}, notes {'set' if note else 'unchanged'}",
+        file=out,
+    )
+    return 0
+
+
 def delete_episode(
     store_dir: Path, episode_id: int, yes: bool, out: TextIO, answers: TextIO = sys.stdin
 ) -> int:
