@@ -140,9 +140,11 @@ def test_windows_for_training_come_from_the_recorded_steps_and_frames(tmp_path: 
     reader.close()
 
 
-CHILD = textwrap.dedent(
+# A child process that opens a store and begins an episode of synthetic steps; the tests append
+# what it does next (record until killed, record into a full disk).
+CHILD_BEGINS = textwrap.dedent(
     """
-    import sys, time
+    import resource, sys, time
     sys.path.insert(0, {tests!r})
     from test_recorder import synthetic_step, HEIGHT, WIDTH
     from recorder.store import Store
@@ -152,7 +154,12 @@ CHILD = textwrap.dedent(
         profile="x", profile_snapshot="", calibration={{}}, rig_version="test"
     )
     recorder = EpisodeRecorder(store, session, [CameraFormat("cam", WIDTH, HEIGHT)], 50.0)
-    recorder.begin("crash")
+    recorder.begin("child")
+    """
+)
+
+CHILD = CHILD_BEGINS + textwrap.dedent(
+    """
     start = time.monotonic()
     for i in range(100000):
         time.sleep(max(0.0, start + i * 0.02 - time.monotonic()))
@@ -187,21 +194,9 @@ def test_a_sigkill_mid_episode_loses_at_most_a_second(tmp_path: Path) -> None:
         assert abs(bar_position(video.frame(i)) - (i * 7) % (WIDTH - 8)) <= 1
 
 
-FULL_DISK_CHILD = textwrap.dedent(
+FULL_DISK_CHILD = CHILD_BEGINS + textwrap.dedent(
     """
-    import resource, sys
-    sys.path.insert(0, {tests!r})
-    from test_recorder import synthetic_step, HEIGHT, WIDTH
-    from recorder.store import Store
-    from recorder.recorder import CameraFormat, EpisodeRecorder
-    store = Store({root!r})
-    session = store.catalogue.start_session(
-        profile="x", profile_snapshot="", calibration={{}}, rig_version="test"
-    )
-    recorder = EpisodeRecorder(store, session, [CameraFormat("cam", WIDTH, HEIGHT)], 50.0)
-    recorder.begin("fills the disk")
     resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))  # files may not grow past 60 kB: a full disk
-    import time
     for i in range(3000):
         recorder.on_step(synthetic_step(i))
         time.sleep(0.001)
