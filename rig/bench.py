@@ -78,7 +78,7 @@ class EpisodeResult:
 def teleop_episode(profile: Profile, seed: int, task: Task | None = None) -> EpisodeResult:
     """One seeded episode on the lock-step twin: the scripted operator demonstrates on the leaders,
     the loop teleoperates the followers, and the twin's reward says whether the followers did it."""
-    from rig.operator import ScriptedOperator, plan_demonstration
+    from rig.operator import ScriptedOperator
 
     assert profile.twin is not None, "teleop episodes need a twin profile"
     twin_spec = dataclasses.replace(profile.twin, seed=seed, lockstep=True, task=task or profile.twin.task)
@@ -86,15 +86,13 @@ def teleop_episode(profile: Profile, seed: int, task: Task | None = None) -> Epi
     wall_start = time.perf_counter()
     with open_devices(profile) as devices:
         assert devices.twin is not None
-        world = devices.twin.world
         calibrations = {name: default_calibration(name, arm) for name, arm in profile.arms.items()}
         loop = ControlLoop(devices, calibrations, LoopConfig(cameras=False))
         operator = ScriptedOperator(devices.twin)
-        demonstration = plan_demonstration(world.task, world.object_poses())
         loop.start()
         first = loop.wait_for_step()
         loop.set_mode(Teleop(), ramp_s=0.2)
-        operator.start(demonstration, t0=first.t + 0.2)
+        demonstration = operator.demonstrate(t0=first.t + 0.2)
         end = first.t + 0.2 + demonstration.duration + 0.5
         step = first
         while step.t < end:

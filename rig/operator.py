@@ -473,11 +473,11 @@ class ScriptedOperator:
         demo = self._demonstration
         return demo is None or self._twin.clock.now() >= self._t0 + demo.duration - 1e-9
 
-    def demonstrate(self, task: str | None = None) -> Demonstration:
-        """Plan the task from where the twin's objects are now, and start playing it."""
+    def demonstrate(self, task: str | None = None, t0: float | None = None) -> Demonstration:
+        """Plan the task from where the twin's objects are now, and play it from t0 (default: now)."""
         task = self._twin.world.task if task is None else task
         demonstration = plan_demonstration(task, self._twin.world.object_poses())
-        self.start(demonstration)
+        self.start(demonstration, t0)
         return demonstration
 
     @property

@@ -7,6 +7,7 @@ Stops after `seconds` on the rig's clock or at ^C, parking the followers at the 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import TextIO
 import numpy as np
 
 from hardware.devices import Devices, open_devices
-from hardware.profile import load_profile
+from hardware.profile import Task, load_profile
 from rig.calibration import ArmCalibration, CalibrationStore, default_calibration_dir
 from rig.loop import ControlLoop, LoopConfig
 from rig.modes import Teleop
@@ -64,12 +65,14 @@ class StatusLine:
 def run_teleop(
     profile_name: str,
     seconds: float | None,
-    task: str | None,
+    task: Task | None,
     calibration_dir: Path | None,
     cameras: bool,
     out: TextIO,
 ) -> int:
     profile = load_profile(profile_name)
+    if task is not None and profile.twin is not None:
+        profile = dataclasses.replace(profile, twin=dataclasses.replace(profile.twin, task=task))
     stop = threading.Event()
     with open_devices(profile) as devices:
         loop = ControlLoop(devices, load_calibrations(devices, calibration_dir), LoopConfig(cameras=cameras))
@@ -89,12 +92,10 @@ def run_teleop(
             end[0] = first.t + seconds
         loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
         if devices.twin is not None:
-            from rig.operator import ScriptedOperator, plan_demonstration
+            from rig.operator import ScriptedOperator
 
-            world = devices.twin.world
             operator = ScriptedOperator(devices.twin)
-            demonstration = plan_demonstration(task or world.task, world.object_poses())
-            operator.start(demonstration, t0=first.t + ENGAGE_S)
+            operator.demonstrate(t0=first.t + ENGAGE_S)
         try:
             while not stop.wait(0.2) and loop.running:
                 pass
