@@ -90,9 +90,10 @@ def teleop_episode(profile: Profile, seed: int, task: Task | None = None) -> Epi
         loop = ControlLoop(devices, calibrations, LoopConfig(cameras=False))
         operator = ScriptedOperator(devices.twin)
         loop.start()
-        first = loop.wait_for_step()
+        loop.wait_for_step()
         loop.set_mode(Teleop(), ramp_s=0.2)
-        demonstration = operator.demonstrate(t0=first.t + 0.2)
+        demonstration = operator.demonstrate(delay=0.2)
+        first = loop.wait_for_step()
         end = first.t + 0.2 + demonstration.duration + 0.5
         step = first
         while step.t < end:

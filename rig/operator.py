@@ -473,11 +473,13 @@ class ScriptedOperator:
         demo = self._demonstration
         return demo is None or self._twin.clock.now() >= self._t0 + demo.duration - 1e-9
 
-    def demonstrate(self, task: str | None = None, t0: float | None = None) -> Demonstration:
-        """Plan the task from where the twin's objects are now, and play it from t0 (default: now)."""
+    def demonstrate(self, task: str | None = None, delay: float = 0.0) -> Demonstration:
+        """Plan the task from where the twin's objects are now, and play it `delay` seconds after the
+        plan is ready (the start is taken after planning: a running lock-step loop moves the clock on
+        while the plan is made)."""
         task = self._twin.world.task if task is None else task
         demonstration = plan_demonstration(task, self._twin.world.object_poses())
-        self.start(demonstration, t0)
+        self.start(demonstration, self._twin.clock.now() + delay)
         return demonstration
 
     @property

@@ -95,7 +95,7 @@ def run_teleop(
             from rig.operator import ScriptedOperator
 
             operator = ScriptedOperator(devices.twin)
-            operator.demonstrate(t0=first.t + ENGAGE_S)
+            operator.demonstrate(delay=ENGAGE_S)
         try:
             while not stop.wait(0.2) and loop.running:
                 pass
