@@ -53,7 +53,7 @@ class StatusLine:
             self._events = step.events[-1]
         if step.t - self._times[0] >= self.every_s:
             rate = (len(self._times) - 1) / (self._times[-1] - self._times[0])
-            p99 = np.percentile(self._errors, 99) * 1e3
+            p99 = max(0.0, float(np.percentile(self._errors, 99)) * 1e3)  # lock-step: -1e-17 is zero
             estop = "ON" if step.mode == "e-stop" else "off"
             self.write(
                 f"t {step.t:7.2f} s | {rate:5.1f} Hz | period error p99 {p99:5.2f} ms | "
