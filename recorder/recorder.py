@@ -10,7 +10,6 @@ written stays readable and the episode is closed as interrupted with the reason.
 
 from __future__ import annotations
 
-import errno
 import queue
 import sqlite3
 import threading
@@ -18,12 +17,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from recorder.errors import FULL_ERRNOS
 from recorder.steps import StepWriter, step_dtype, to_record
 from recorder.store import Store, StoreFullError
 from recorder.video import CameraEncoder, VideoSettings
 from rig.step import Step
-
-DISK_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -252,7 +250,7 @@ class EpisodeRecorder:
             try:
                 episode.write(step)
             except OSError as error:
-                if not isinstance(error, StoreFullError) and error.errno not in DISK_ERRORS:
+                if not isinstance(error, StoreFullError) and error.errno not in FULL_ERRNOS:
                     raise
                 self._disk_full(error)
 
