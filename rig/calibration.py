@@ -23,6 +23,7 @@ import numpy as np
 
 from hardware.dynamixel.control_table import CENTER_TICK, TICKS_PER_REV, VELOCITY_UNIT_RPM
 from hardware.profile import ArmSpec
+from rig.paths import data_dir
 from rig.step import GRIPPER, JOINTS_PER_ARM
 
 RAD_PER_TICK = 2 * math.pi / TICKS_PER_REV
@@ -150,8 +151,7 @@ def default_calibration(name: str, arm: ArmSpec) -> ArmCalibration:
 
 
 def default_calibration_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "rig" / "calibration"
+    return data_dir() / "calibration"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -12,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rig import __version__
+from rig.paths import data_dir
 
 DEFAULT_PROFILE = "aloha-sim"
 
@@ -101,8 +101,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def default_store_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "rig" / "store"
+    return data_dir() / "store"
 
 
 def _record(args: argparse.Namespace) -> int:
