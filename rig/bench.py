@@ -18,7 +18,7 @@ import numpy as np
 
 from hardware.devices import open_devices
 from hardware.profile import Profile, Task
-from rig.calibration import default_calibration
+from rig.calibration import default_calibrations
 from rig.loop import ControlLoop, LoopConfig
 from rig.modes import Teleop
 
@@ -32,7 +32,7 @@ def run_loop(profile: Profile, steps: int, lockstep: bool, cameras: bool) -> str
     if not cameras:
         profile = dataclasses.replace(profile, cameras={})
     with open_devices(profile, lockstep=lockstep) as devices:
-        calibrations = {name: default_calibration(name, arm) for name, arm in profile.arms.items()}
+        calibrations = default_calibrations(profile)
         loop = ControlLoop(devices, calibrations, LoopConfig(cameras=cameras, stats_window=steps + 10))
         loop.start()
         loop.set_mode(Teleop(), ramp_s=0.5)
@@ -86,7 +86,7 @@ def teleop_episode(profile: Profile, seed: int, task: Task | None = None) -> Epi
     wall_start = time.perf_counter()
     with open_devices(profile) as devices:
         assert devices.twin is not None
-        calibrations = {name: default_calibration(name, arm) for name, arm in profile.arms.items()}
+        calibrations = default_calibrations(profile)
         loop = ControlLoop(devices, calibrations, LoopConfig(cameras=False))
         operator = ScriptedOperator(devices.twin)
         loop.start()

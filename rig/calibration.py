@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hardware.dynamixel.control_table import CENTER_TICK, TICKS_PER_REV, VELOCITY_UNIT_RPM
-from hardware.profile import ArmSpec
+from hardware.profile import ArmSpec, Profile
 from rig.paths import data_dir
 from rig.step import GRIPPER, JOINTS_PER_ARM
 
@@ -148,6 +148,11 @@ def default_calibration(name: str, arm: ArmSpec) -> ArmCalibration:
         lower, upper = DEFAULT_LIMITS.get(joint, (-math.pi, math.pi))
         joints[joint] = JointCalibration(lower=lower, upper=upper)
     return ArmCalibration(name, joints, gripper_closed=arm.gripper.closed, gripper_open=arm.gripper.open)
+
+
+def default_calibrations(profile: Profile) -> dict[str, ArmCalibration]:
+    """Every arm of a profile at its default calibration (no files involved)."""
+    return {name: default_calibration(name, arm) for name, arm in profile.arms.items()}
 
 
 def default_calibration_dir() -> Path:

@@ -10,7 +10,7 @@ import pytest
 
 from hardware.devices import Devices, open_devices
 from hardware.profile import load_profile
-from rig.calibration import default_calibration
+from rig.calibration import default_calibrations
 from rig.loop import REST_POSE, ControlLoop, LoopConfig
 from rig.modes import Hold, Observation, Replay, Teleop
 from rig.safety import Safety, SafetyConfig
@@ -27,7 +27,7 @@ def devices() -> Iterator[Devices]:
 
 
 def make_loop(devices: Devices, **config: object) -> ControlLoop:
-    calibrations = {name: default_calibration(name, arm) for name, arm in devices.profile.arms.items()}
+    calibrations = default_calibrations(devices.profile)
     return ControlLoop(devices, calibrations, LoopConfig(**config))  # type: ignore[arg-type]
 
 

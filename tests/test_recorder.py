@@ -21,7 +21,7 @@ from recorder.recorder import CameraFormat, EpisodeRecorder
 from recorder.steps import read_steps
 from recorder.store import Store
 from recorder.video import VideoReader
-from rig.calibration import default_calibration
+from rig.calibration import default_calibrations
 from rig.loop import ControlLoop, LoopConfig
 from rig.step import STATE_DIM, CameraSample, Step
 
@@ -57,7 +57,7 @@ def test_an_episode_from_the_live_loop_on_the_twin(tmp_path: Path) -> None:
     recorder = EpisodeRecorder(store, session, [CameraFormat("cam_high", WIDTH, HEIGHT)], profile.rate_hz)
     seen: dict[int, np.ndarray] = {}
     with open_devices(profile) as devices:
-        calibrations = {name: default_calibration(name, arm) for name, arm in profile.arms.items()}
+        calibrations = default_calibrations(profile)
         loop = ControlLoop(devices, calibrations, LoopConfig())
         loop.subscribe(recorder.on_step)
         loop.start()
