@@ -11,7 +11,7 @@ import dataclasses
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -40,13 +40,11 @@ class StatusLine:
 
     write: Callable[[str], None]
     every_s: float = 0.5
-    _times: list[float] | None = None
-    _errors: list[float] | None = None
+    _times: list[float] = field(default_factory=list)
+    _errors: list[float] = field(default_factory=list)
     _events: str = ""
 
     def __call__(self, step: Step) -> None:
-        if self._times is None or self._errors is None:
-            self._times, self._errors = [], []
         self._times.append(step.t)
         self._errors.append(step.period_error_s)
         if step.events:

@@ -13,7 +13,6 @@ import json
 import queue
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -80,11 +79,9 @@ class Session:
         devices: Devices,
         store: Store,
         calibrations: dict[str, ArmCalibration],
-        say: Callable[[str], None],
-    ):
+    ) -> None:
         self.devices = devices
         self.profile = devices.profile
-        self.say = say
         self.loop = ControlLoop(devices, calibrations, LoopConfig())
         session_id = store.catalogue.start_session(
             profile=self.profile.name,
@@ -153,7 +150,7 @@ def run_record(
     keys = Keys(sys.stdin)
     summaries: list[EpisodeSummary] = []
     with open_devices(profile) as devices:
-        session = Session(devices, store, load_calibrations(devices, calibration_dir), say)
+        session = Session(devices, store, load_calibrations(devices, calibration_dir))
         loop = session.loop
         loop.start()
         loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
