@@ -163,6 +163,20 @@ def _bench_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_policy(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from policy.bench import PolicyBenchSettings, bench_policy
+
+    names = [field.name for field in dataclasses.fields(PolicyBenchSettings) if hasattr(args, field.name)]
+    try:
+        print(bench_policy(PolicyBenchSettings(**{name: getattr(args, name) for name in names})))
+    except ValueError as error:  # an unknown config, a bad setting, or a run refused as too slow here
+        print(f"rig bench policy: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rig", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rig {__version__}")
@@ -223,6 +237,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench_reader.add_argument("--store", type=Path, default=default_store_dir())
     bench_reader.add_argument("--windows", type=int, default=200)
     bench_reader.set_defaults(run=_bench_record)
+    bench_policy = what.add_parser("policy", help="π0's size, chunk latency and training throughput")
+    bench_policy.add_argument("--config", default="pi0-small", help="pi0, pi0-small or pi0-tiny")
+    for flag, default in (("--cameras", 3), ("--batch", 1), ("--repeats", 10)):
+        bench_policy.add_argument(flag, type=int, default=default)
+    bench_policy.add_argument("--train-batch", type=int, default=8, help="0: no training figure")
+    bench_policy.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when there is one")
+    bench_policy.add_argument(
+        "--dtype", choices=("fp32", "bf16", "bf16-weights"), help="default: bf16 on CUDA; the CPU runs fp32"
+    )
+    bench_policy.add_argument("--allow-slow", action="store_true", help="run pi0 on the CPU anyway")
+    bench_policy.add_argument("--params-only", action="store_true", help="count parameters, run nothing")
+    bench_policy.set_defaults(run=_bench_policy)
 
     def with_store(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument(
@@ -290,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("dataset", type=Path)
     imported.add_argument("--task", default=None, help="task text when the dataset has none")
     imported.set_defaults(run=_interop)
+
+    from rig.commands.train import add_train_parser
+
+    add_train_parser(commands, default_store_dir())
     return parser
 
 

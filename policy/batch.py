@@ -1,0 +1,52 @@
+"""The tensors π0 consumes, as one record shared by the data pipeline, the model and the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass(frozen=True, eq=False)
+class Pi0Inputs:
+    """An observation, batched. Cameras are slots in a fixed order; a missing camera is a masked slot."""
+
+    images: torch.Tensor  # (b, cameras, 3, h, w) float32 in [-1, 1]
+    image_masks: torch.Tensor  # (b, cameras) bool: False where the camera is missing
+    tokens: torch.Tensor  # (b, max_token_len) int64 prompt tokens
+    token_masks: torch.Tensor  # (b, max_token_len) bool: False on padding
+    state: torch.Tensor  # (b, action_dim) float32, normalized and zero-padded
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.state.shape[0])
+
+    def to(self, device: torch.device | str) -> Pi0Inputs:
+        return Pi0Inputs(
+            **{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)}
+        )
+
+    def select(self, index: slice | torch.Tensor) -> Pi0Inputs:
+        """A sub-batch (e.g. one DDP rank's share)."""
+        return Pi0Inputs(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingBatch:
+    inputs: Pi0Inputs
+    actions: torch.Tensor  # (b, horizon, action_dim) float32, normalized and zero-padded
+    action_is_pad: torch.Tensor  # (b, horizon) bool: True past the episode's end
+    action_dim_mask: torch.Tensor  # (action_dim,) bool: True on the robot's real dimensions
+
+    def to(self, device: torch.device | str) -> TrainingBatch:
+        return TrainingBatch(
+            self.inputs.to(device),
+            self.actions.to(device, non_blocking=True),
+            self.action_is_pad.to(device, non_blocking=True),
+            self.action_dim_mask.to(device, non_blocking=True),
+        )
+
+    def select(self, index: slice | torch.Tensor) -> TrainingBatch:
+        return TrainingBatch(
+            self.inputs.select(index), self.actions[index], self.action_is_pad[index], self.action_dim_mask
+        )

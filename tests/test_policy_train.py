@@ -1,0 +1,205 @@
+"""`rig train` end to end on a real store: checkpoints, logs, interruption and resume, DDP, bad files."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors import safe_open
+from synthetic_store import write_synthetic_store
+from test_policy_model import inputs_for
+
+from policy.batch import TrainingBatch
+from policy.checkpoint import META_FILE, MODEL_FILE, TRAIN_STATE_FILE, CheckpointError, load_policy
+from policy.config import get_config
+from policy.pi0 import Pi0
+from policy.train import Ranks, Schedule, TrainSettings, _full_state, _wrap, train, train_step
+from policy.weights import save_pi0_weights
+from recorder.catalogue import Catalogue
+
+RIG = [sys.executable, "-m", "rig.cli"]
+TINY = ["--config", "pi0-tiny", "--batch-size", "4", "--workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_synthetic_store(tmp_path_factory.mktemp("store"), episodes=2, steps=40)
+
+
+def rig_train(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*RIG, "train", *args], capture_output=True, text=True, timeout=300)
+
+
+def loss_rows(run: Path) -> list[dict[str, str]]:
+    with (run / "loss.csv").open() as file:
+        return list(csv.DictReader(file))
+
+
+def test_the_schedule_warms_up_then_decays_to_the_final_rate() -> None:
+    schedule = Schedule(peak=1e-3, warmup=10, total=110, final=1e-4)
+    rates = [schedule.lr(step) for step in range(111)]
+    assert rates[0] == pytest.approx(1e-3 / 11) and rates[9] == pytest.approx(1e-3 * 10 / 11)
+    assert rates[10] == pytest.approx(1e-3) and rates[110] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+
+
+def test_rig_train_writes_checkpoints_a_loss_log_and_a_plot(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = rig_train("--store", str(store), *TINY, "--steps", "8", "--save-every", "4", "--log-every", "2",
+                       "--out", str(run), "--ema", "0.9")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "done: step 8" in result.stdout
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["00000004", "00000008"]
+    assert [int(row["step"]) for row in loss_rows(run)] == [2, 4, 6, 8]
+    assert (run / "loss.png").stat().st_size > 1000
+    model, meta = load_policy(run)
+    assert meta.step == 8 and meta.config.name == "pi0-tiny" and meta.data.cameras[0] == "cam_high"
+    actions = model.sample_actions(inputs_for("pi0-tiny"))
+    assert actions.shape == (2, 10, 32) and torch.isfinite(actions).all()
+    with safe_open(str(run / "checkpoints/00000008" / TRAIN_STATE_FILE), framework="pt") as file:
+        names = list(file.keys())
+    assert any(n.startswith("weights.") for n in names)  # with an EMA, the raw weights are kept to resume
+    catalogue = Catalogue(store / "catalogue.db")
+    last = catalogue.training_runs()[-1]
+    assert last.status == "complete" and last.checkpoint == str(run / "checkpoints/00000008")
+
+
+def test_an_interrupted_run_saves_and_resumes_where_it_stopped(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    child = subprocess.Popen(
+        [*RIG, "train", "--store", str(store), *TINY, "--steps", "100000", "--log-every", "1",
+         "--out", str(run)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not ((run / "loss.csv").exists() and len(loss_rows(run)) >= 3):
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    checkpoints = list((run / "checkpoints").iterdir())
+    assert len(checkpoints) == 1
+    stopped = int(checkpoints[0].name)
+    assert stopped >= 3 and f"stopped at step {stopped}" in out and "--resume" in out
+    assert Catalogue(store / "catalogue.db").training_runs()[-1].status == "interrupted"
+
+    result = rig_train("--store", str(store), *TINY, "--steps", str(stopped + 3), "--log-every", "1",
+                       "--resume", "--out", str(run))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {run} from step {stopped}" in result.stdout
+    assert [int(r["step"]) for r in loss_rows(run)][-4:] == [stopped, stopped + 1, stopped + 2, stopped + 3]
+    final = run / "checkpoints" / f"{stopped + 3:08d}"
+    with safe_open(str(final / TRAIN_STATE_FILE), framework="pt") as file:
+        step_count = file.get_tensor("optimizer.action_out_proj.weight.step")
+    assert int(step_count) == stopped + 3  # Adam's moments were restored, not restarted
+
+
+def test_resume_with_nothing_to_resume_says_so(store: Path, tmp_path: Path) -> None:
+    result = rig_train("--store", str(store), *TINY, "--resume", "--out", str(tmp_path / "empty"))
+    assert result.returncode == 1
+    assert "nothing to resume" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_init_from_lerobot_weights_and_a_frozen_prefix(store: Path, tmp_path: Path) -> None:
+    torch.manual_seed(3)
+    published = Pi0(get_config("pi0-tiny"))
+    save_pi0_weights(published, tmp_path / "published.safetensors", layout="lerobot")
+    settings = TrainSettings(store=store, config="pi0-tiny", steps=3, batch_size=4, workers=0,
+                             out=tmp_path / "run", init=tmp_path / "published.safetensors",
+                             freeze_prefix=True)  # fmt: skip
+    result = train(settings, say=lambda _: None)
+    trained, _ = load_policy(result.checkpoint)
+    before, after = published.state_dict(), trained.state_dict()
+    assert all(
+        torch.equal(before[name], after[name]) for name in before if name.startswith(("vision.", "language."))
+    )
+    assert not torch.equal(before["action_out_proj.weight"], after["action_out_proj.weight"])
+
+
+def test_a_non_finite_gradient_skips_the_update() -> None:
+    model = Pi0(get_config("pi0-tiny"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    actions = torch.randn(2, 10, 32)
+    actions[0, 0, 0] = float("nan")
+    batch = TrainingBatch(inputs_for("pi0-tiny"), actions, torch.zeros(2, 10, dtype=torch.bool),
+                          torch.arange(32) < 14)  # fmt: skip
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    _, grad_norm = train_step(model, optimizer, batch, torch.randn(2, 10, 32), torch.rand(2), 1.0)
+    assert not torch.isfinite(grad_norm)
+    assert all(torch.equal(before[name], p) for name, p in model.named_parameters())
+
+
+def test_a_corrupt_checkpoint_is_refused_with_advice(store: Path, tmp_path: Path) -> None:
+    result = train(TrainSettings(store=store, config="pi0-tiny", steps=1, batch_size=4, workers=0,
+                                 out=tmp_path / "run"), say=lambda _: None)  # fmt: skip
+    weights = result.checkpoint / MODEL_FILE
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="re-download or re-convert"):
+        load_policy(result.checkpoint)
+    (result.checkpoint / META_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match="earlier checkpoint"):
+        load_policy(result.checkpoint)
+    with pytest.raises(CheckpointError, match="neither a checkpoint"):
+        load_policy(tmp_path)
+
+
+# -- DDP and FSDP: two CPU processes (gloo) take the same step as one process on the whole batch
+# The step is plain SGD: Adam's first update is about lr·sign(g), which turns float noise in tiny
+# gradients into full-size differences and would compare nothing useful.
+def _fixed_batch() -> tuple[TrainingBatch, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(11)
+    actions = torch.randn(4, 10, 32, generator=generator)
+    pad = torch.zeros(4, 10, dtype=torch.bool)
+    pad[1, 7:] = True
+    batch = TrainingBatch(inputs_for("pi0-tiny", batch=4, seed=5), actions, pad, torch.arange(32) < 14)
+    return batch, torch.randn(4, 10, 32, generator=generator), torch.rand(4, generator=generator)
+
+
+def _model() -> Pi0:
+    torch.manual_seed(0)
+    model = Pi0(get_config("pi0-tiny"))
+    for parameter in model.unused_parameters():  # as training does
+        parameter.requires_grad_(False)
+    return model
+
+
+def _one_step(model: torch.nn.Module, index: slice) -> torch.optim.Optimizer:
+    batch, noise, time = _fixed_batch()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_step(model, optimizer, batch.select(index), noise[index], time[index], clip_norm=1.0)
+    return optimizer
+
+
+def _rank(rank: int, init_file: str, out: str, fsdp: bool) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    model = _model()
+    settings = TrainSettings(store=Path(), fsdp=fsdp)
+    wrapped = _wrap(model, settings, Ranks(rank, 2, 0), torch.device("cpu"))
+    optimizer = _one_step(wrapped, slice(2 * rank, 2 * rank + 2))
+    weights, _ = _full_state(wrapped, optimizer)  # gathered to rank 0, as checkpoints are
+    if rank == 0:
+        torch.save(weights, out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_take_the_same_step_as_one_process(tmp_path: Path, sharding: str) -> None:
+    out = tmp_path / "weights.pt"
+    mp.spawn(_rank, args=(str(tmp_path / "init"), str(out), sharding == "fsdp"), nprocs=2, join=True)
+    single = _model()
+    start = {name: t.clone() for name, t in single.state_dict().items()}
+    _one_step(single, slice(0, 4))
+    gathered = torch.load(out, weights_only=True)
+    assert set(gathered) == set(start)
+    for name, tensor in single.state_dict().items():
+        assert torch.allclose(gathered[name], tensor, atol=1e-6), name
+    assert not torch.equal(start["action_out_proj.weight"], single.state_dict()["action_out_proj.weight"])
