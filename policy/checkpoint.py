@@ -50,6 +50,7 @@ class CheckpointMeta:
     step: int
     train: Mapping[str, Any]  # the training settings, for the record and for resuming
     tokenizer_path: str | None = None
+    tasks: tuple[str, ...] = ()  # the training episodes' task texts
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class CheckpointMeta:
             },
             "train": dict(self.train),
             "tokenizer_path": self.tokenizer_path,
+            "tasks": list(self.tasks),
         }
 
     @classmethod
@@ -75,6 +77,7 @@ class CheckpointMeta:
             step=int(values["step"]),
             train=values.get("train", {}),
             tokenizer_path=values.get("tokenizer_path"),
+            tasks=tuple(values.get("tasks", ())),
         )
 
 

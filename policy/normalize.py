@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from recorder.catalogue import TRAINING_EXCLUDES
 from recorder.steps import read_steps
 from recorder.store import Store
 
@@ -145,15 +146,18 @@ class Normalizer:
         )
 
 
-def compute_norm_stats(store_root: Path, episodes: Sequence[int] | None = None) -> Normalizer:
-    """Statistics of every complete episode's steps (qpos for the state, action for the actions),
-    or of the listed ones; reads the step files only, never a video."""
+def compute_norm_stats(
+    store_root: Path, episodes: Sequence[int] | None = None, exclude_tags: Sequence[str] = TRAINING_EXCLUDES
+) -> Normalizer:
+    """Statistics of the steps (qpos for the state, action for the actions) of the episodes training
+    reads: complete ones, all or the listed ones, less those tagged `exclude_tags` (as `WindowReader`).
+    Reads the step files only, never a video."""
     with Store(Path(store_root), create=False, lock=False) as store:
-        records = [
-            r for r in store.catalogue.episodes(status="complete") if episodes is None or r.id in episodes
-        ]
+        found = store.catalogue.episodes(status="complete", exclude_tag=exclude_tags)
+        records = [r for r in found if episodes is None or r.id in episodes]
         if not records:
-            raise ValueError(f"{store_root}: no complete episodes to compute norm stats from")
+            without = f" without tags {', '.join(exclude_tags)}" if exclude_tags else ""
+            raise ValueError(f"{store_root}: no complete episodes{without} to compute norm stats from")
         # Field by field: episodes with other cameras have other record layouts.
         steps = [read_steps(store.episode_dir(r.id))[["qpos", "action"]] for r in records]
         qpos, actions = (np.concatenate([s[field] for s in steps]) for field in ("qpos", "action"))

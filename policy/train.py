@@ -12,6 +12,7 @@ A run folder holds `checkpoints/<step>/` (see policy.checkpoint), `loss.csv`, `l
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -216,6 +217,7 @@ class _Setup:
     data: DataConfig
     start_step: int
     resume_from: Path | None
+    tasks: tuple[str, ...]
 
 
 def train(settings: TrainSettings, say: Callable[[str], None] = print) -> TrainResult:
@@ -344,7 +346,10 @@ def _train(
                     _record_run_end(settings.store, run_id, status, checkpoint)
     assert checkpoint is not None
     if interrupted:
-        say(f"stopped at step {step}; checkpoint {checkpoint}. Resume with: rig train --resume {setup.run}")
+        say(
+            f"stopped at step {step}; checkpoint {checkpoint}. Resume with: "
+            f"rig train --store {settings.store} --resume --out {setup.run}"
+        )
     else:
         say(f"done: step {step}, loss {loss_value:.4f}; checkpoint {checkpoint}")
     return TrainResult(setup.run, checkpoint, step, loss_value, interrupted)
@@ -363,7 +368,7 @@ def _fresh_setup(settings: TrainSettings) -> _Setup:
         raise TrainingError(f"{run} already holds checkpoints; pass --resume to continue it or another --out")
     run.mkdir(parents=True, exist_ok=True)
     (run / RUN_FILE).write_text(json.dumps({"store": str(settings.store), "config": config.name}, indent=1))
-    return _Setup(run, config, normalizer, data, 0, None)
+    return _Setup(run, config, normalizer, data, 0, None, _task_texts(settings.store))
 
 
 def _resume_setup(settings: TrainSettings) -> _Setup:
@@ -374,7 +379,17 @@ def _resume_setup(settings: TrainSettings) -> _Setup:
             f"nothing to resume in {run}: it has no complete checkpoint; train without --resume"
         )
     meta = read_meta(checkpoint)
-    return _Setup(run, meta.config, meta.normalizer, meta.data, meta.step, checkpoint)
+    return _Setup(run, meta.config, meta.normalizer, meta.data, meta.step, checkpoint, meta.tasks)
+
+
+def _task_texts(store: Path) -> tuple[str, ...]:
+    """The task texts of the episodes trained on, most frequent first (the default prompt at run time)."""
+    catalogue = Catalogue(store / CATALOGUE_FILE)
+    try:
+        counts = collections.Counter(e.task for e in catalogue.episodes(status="complete"))
+    finally:
+        catalogue.close()
+    return tuple(task for task, _ in counts.most_common())
 
 
 def _latest_run(store: Path) -> Path:
@@ -495,6 +510,7 @@ def _save(
             step,
             train,
             str(settings.tokenizer) if settings.tokenizer else None,
+            setup.tasks,
         )
         raw = weights if ema is not None else {}
         save_checkpoint(folder, acting, meta, TrainState(raw, moments))

@@ -14,6 +14,11 @@ Tables (v1):
   twin's reward, and video frames dropped per camera (JSON).
 - `camera_streams`: one row per camera per episode: the video file and its frame counts.
 - `training_runs`: a π0 training run's config (JSON), status and checkpoint.
+
+v2 adds what autonomous episodes need (DAgger-style data):
+- `episodes.tags`: comma-separated labels (`eval` keeps a policy rollout out of training data).
+- `segments`: labeled step ranges of an episode, `[start_step, end_step)` in record positions (the
+  recorder stores each run of autonomous and of intervention steps).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from sqlite_utils.db import NotFoundError, Table
 EPISODE_STATUSES = ("recording", "complete", "interrupted")
 OUTCOMES = ("success", "failure")
 TRAINING_STATUSES = ("running", "complete", "failed", "interrupted")
+EVAL_TAG = "eval"
+# Episodes with these tags are not demonstrations: training and its norm stats leave them out.
+TRAINING_EXCLUDES = (EVAL_TAG,)
 
 Migration = Callable[[Database], None]
 
@@ -111,7 +119,19 @@ def _v1(db: Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1,)
+def _v2(db: Database) -> None:
+    """Episode tags and labeled segments, for autonomous episodes with interventions."""
+    db.table("episodes").add_column("tags", str, not_null_default="")
+    db.table("segments").create(
+        {"id": int, "episode_id": int, "label": str, "start_step": int, "end_step": int},
+        pk="id",
+        not_null={"episode_id", "label", "start_step", "end_step"},
+        foreign_keys=[("episode_id", "episodes", "id")],
+    )
+    db.table("segments").create_index(["episode_id"])
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
 
 
 class SchemaTooNewError(RuntimeError):
@@ -165,6 +185,32 @@ class CameraStreamRecord:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """A labeled run of an episode's steps: record positions `start_step` up to, not including,
+    `end_step`."""
+
+    label: str
+    start_step: int
+    end_step: int
+
+    def __post_init__(self) -> None:
+        if not self.label.strip():
+            raise ValueError("a segment needs a label")
+        if not 0 <= self.start_step < self.end_step:
+            raise ValueError(f"segment {self.label!r}: steps {self.start_step}..{self.end_step} are empty")
+
+    @property
+    def steps(self) -> int:
+        return self.end_step - self.start_step
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentRecord(Segment):
+    id: int
+    episode_id: int
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     id: int
     started_at: str  # ISO 8601, UTC
@@ -191,6 +237,7 @@ class EpisodeRecord:
     notes: str
     twin_reward: int | None
     frames_dropped: Mapping[str, int]
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -207,6 +254,16 @@ class TrainingRunRecord:
 def now() -> str:
     """The catalogue's timestamps: ISO 8601 in UTC, readable in any SQLite browser."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _check_tags(tags: Sequence[str]) -> tuple[str, ...]:
+    """Tags as stored: each once, in the order given; none empty or holding a comma (the separator)."""
+    if isinstance(tags, str):
+        raise TypeError(f"tags {tags!r}: expected a sequence of tags, not one string")
+    for tag in tags:
+        if not tag.strip() or tag != tag.strip() or "," in tag:
+            raise ValueError(f"tag {tag!r}: needs to be non-empty, without a comma or surrounding spaces")
+    return tuple(dict.fromkeys(tags))
 
 
 def _one_of(value: str | None, allowed: Sequence[str | None], what: str) -> None:
@@ -290,10 +347,12 @@ class Catalogue:
         task: str,
         rate_hz: float,
         cameras: Sequence[StreamSpec | Mapping[str, Any]] = (),
+        tags: Sequence[str] = (),
     ) -> int:
         """A new episode, `recording`, with its camera streams planned."""
         if not task.strip():
             raise ValueError("an episode needs a task")
+        tags = _check_tags(tags)
         with self._atomic():
             self._get("sessions", session_id)
             task_id = self._table("tasks").lookup({"text": task})
@@ -304,6 +363,7 @@ class Catalogue:
                 "started_at": now(),
                 "rate_hz": rate_hz,
                 "status": "recording",
+                "tags": ",".join(tags),
             }
             episode_id = _pk(self._table("episodes").insert(row))
             streams = [_stream_row(episode_id, spec) for spec in cameras]
@@ -321,23 +381,24 @@ class Catalogue:
         outcome: str | None = None,
         twin_reward: int | None = None,
         ended_at: str | None = None,
+        segments: Sequence[Segment] = (),
     ) -> None:
-        """An episode's end: `complete`, or `interrupted` (the recording stopped early)."""
+        """An episode's end: `complete`, or `interrupted` (the recording stopped early); its segments
+        go in with it, in one transaction, so a crash never leaves a finished episode without them."""
         _one_of(status, ("complete", "interrupted"), "finished episode status")
         _one_of(outcome, (*OUTCOMES, None), "outcome")
-        self._update(
-            "episodes",
-            episode_id,
-            {
-                "steps": steps,
-                "duration_s": duration_s,
-                "status": status,
-                "frames_dropped": json.dumps(dict(frames_dropped)),
-                "outcome": outcome,
-                "twin_reward": twin_reward,
-                "ended_at": ended_at or now(),
-            },
-        )
+        updates = {
+            "steps": steps,
+            "duration_s": duration_s,
+            "status": status,
+            "frames_dropped": json.dumps(dict(frames_dropped)),
+            "outcome": outcome,
+            "twin_reward": twin_reward,
+            "ended_at": ended_at or now(),
+        }
+        with self._atomic():
+            self._update("episodes", episode_id, updates)
+            self.add_segments(episode_id, segments)
 
     def update_stream(self, episode_id: int, camera: str, frames_written: int, frames_dropped: int) -> None:
         self._update(
@@ -354,17 +415,53 @@ class Catalogue:
     def set_notes(self, episode_id: int, notes: str) -> None:
         self._update("episodes", episode_id, {"notes": notes})
 
+    def set_tags(self, episode_id: int, tags: Sequence[str]) -> None:
+        """Replace the episode's tags."""
+        self._update("episodes", episode_id, {"tags": ",".join(_check_tags(tags))})
+
+    def add_segments(self, episode_id: int, segments: Sequence[Segment]) -> None:
+        """Label ranges of the episode's steps (added to those it has)."""
+        rows = [
+            {"episode_id": episode_id, "label": s.label, "start_step": s.start_step, "end_step": s.end_step}
+            for s in segments
+        ]
+        with self._atomic():
+            self._get("episodes", episode_id)
+            if rows:
+                self._table("segments").insert_all(rows)
+
+    def segments(self, episode_id: int) -> list[SegmentRecord]:
+        """The episode's segments in step order."""
+        with self._lock:
+            rows = self._table("segments").rows_where(
+                "episode_id = ?", [episode_id], order_by="start_step, id"
+            )
+            return [SegmentRecord(**row) for row in rows]
+
     def episode(self, episode_id: int) -> EpisodeRecord:
         return _episode(self._get("episodes", episode_id))
 
-    def episodes(self, status: str | None = None) -> list[EpisodeRecord]:
-        """Episodes in the order they were recorded, all or those with `status`."""
+    def episodes(
+        self,
+        status: str | None = None,
+        tag: str | None = None,
+        exclude_tag: str | Sequence[str] | None = None,
+    ) -> list[EpisodeRecord]:
+        """Episodes in the order they were recorded: all, or those with `status`, with `tag`, and
+        without `exclude_tag` (one tag, or any of several)."""
+        where, values = [], []
         if status is not None:
             _one_of(status, EPISODE_STATUSES, "episode status")
+            where.append("status = ?")
+            values.append(status)
+        if tag is not None:
+            where.append(_HAS_TAG)
+            values.append(tag)
+        excluded = (exclude_tag,) if isinstance(exclude_tag, str) else tuple(exclude_tag or ())
+        where += [f"NOT {_HAS_TAG}"] * len(excluded)
+        values += excluded
         with self._lock:
-            rows = self._table("episodes").rows_where(
-                None if status is None else "status = ?", None if status is None else [status], order_by="id"
-            )
+            rows = self._table("episodes").rows_where(" AND ".join(where) or None, values, order_by="id")
             return [_episode(row) for row in rows]
 
     def streams(self, episode_id: int) -> list[CameraStreamRecord]:
@@ -373,10 +470,11 @@ class Catalogue:
             return [CameraStreamRecord(**row) for row in rows]
 
     def delete_episode(self, episode_id: int) -> None:
-        """The episode's row and its streams' rows (the store removes its folder)."""
+        """The episode's row and its streams' and segments' rows (the store removes its folder)."""
         with self._atomic():
             self._get("episodes", episode_id)
             self._table("camera_streams").delete_where("episode_id = ?", [episode_id])
+            self._table("segments").delete_where("episode_id = ?", [episode_id])
             self._table("episodes").delete(episode_id)
 
     # ---- training runs ----
@@ -427,8 +525,13 @@ def _stream_row(episode_id: int, spec: StreamSpec | Mapping[str, Any]) -> dict[s
     return {"episode_id": episode_id, **{name: getattr(spec, name) for name in fields}}
 
 
+# Whether the comma-separated `tags` holds the tag bound to `?`.
+_HAS_TAG = "instr(',' || tags || ',', ',' || ? || ',') > 0"
+
+
 def _episode(row: Mapping[str, Any]) -> EpisodeRecord:
-    return EpisodeRecord(**{**row, "frames_dropped": json.loads(row["frames_dropped"])})
+    tags = tuple(tag for tag in row["tags"].split(",") if tag)
+    return EpisodeRecord(**{**row, "frames_dropped": json.loads(row["frames_dropped"]), "tags": tags})
 
 
 def _training_run(row: Mapping[str, Any]) -> TrainingRunRecord:

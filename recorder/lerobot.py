@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recorder.catalogue import CameraStream, CameraStreamRecord, EpisodeRecord
-from recorder.steps import StepWriter, read_steps, step_dtype
+from recorder.steps import UNKNOWN_MODE, StepWriter, read_steps, step_dtype
 from recorder.store import Store
 from recorder.video import VideoReader, VideoSettings, VideoWriter
 from rig.step import SIDES, STATE_DIM
@@ -982,8 +982,8 @@ def _import_episode(
 
 
 def _records(columns: Mapping[str, np.ndarray], cameras: Sequence[str]) -> np.ndarray:
-    """Step records of the dataset rows: vectors it lacks are zeros, the leader is unknown (NaN),
-    and each camera's frame k is step k's."""
+    """Step records of the dataset rows: vectors it lacks are zeros, the leader, the mode and the
+    policy's proposal are unknown (NaN, -1, NaN), and each camera's frame k is step k's."""
     t = columns["timestamp"][:, 0].astype(np.float64)
     count = len(t)
     records = np.zeros(count, step_dtype(cameras))
@@ -993,6 +993,8 @@ def _records(columns: Mapping[str, np.ndarray], cameras: Sequence[str]) -> np.nd
         if feature in columns:
             records[name] = columns[feature]
     records["leader"] = np.nan
+    records["mode"] = UNKNOWN_MODE
+    records["policy_action"] = np.nan
     for camera in cameras:
         records[f"{camera}/timestamp_ms"] = t * 1000.0
         records[f"{camera}/frame_number"] = np.arange(count)

@@ -3,6 +3,9 @@
 Videos are read by seeking to the keyframe before the wanted frame and decoding forward (a keyframe
 every few frames keeps that short), never by decoding a whole episode. Episodes are opened lazily
 and a few are kept open, so a data loader worker that jumps between episodes stays cheap.
+
+Training reads demonstrations: complete episodes, less those tagged as something else (`eval`, a
+policy's rollout kept to judge it), unless asked otherwise with `exclude_tags`.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recorder.catalogue import Catalogue
+from recorder.catalogue import TRAINING_EXCLUDES, Catalogue
 from recorder.steps import read_steps
 from recorder.video import VideoReader
 
@@ -87,7 +90,8 @@ class EpisodeData:
 
 
 class WindowReader:
-    """All steps of a store's episodes as one indexable sequence of training windows."""
+    """All steps of a store's complete episodes (all, or those in `episodes`) that carry none of
+    `exclude_tags`, as one indexable sequence of training windows."""
 
     def __init__(
         self,
@@ -96,13 +100,16 @@ class WindowReader:
         horizon: int = 50,
         cameras: Sequence[str] | None = None,
         open_episodes: int = 8,
+        exclude_tags: Sequence[str] = TRAINING_EXCLUDES,
     ) -> None:
         self.root = Path(root)
         self.horizon = horizon
         catalogue = Catalogue(self.root / CATALOGUE_FILE)
-        records = [e for e in catalogue.episodes(status="complete") if episodes is None or e.id in episodes]
+        found = catalogue.episodes(status="complete", exclude_tag=exclude_tags)
+        records = [e for e in found if episodes is None or e.id in episodes]
         if not records:
-            raise ValueError(f"no complete episodes to read in {self.root}")
+            without = f" without tags {', '.join(exclude_tags)}" if exclude_tags else ""
+            raise ValueError(f"no complete episodes{without} to read in {self.root}")
         self._meta = {}
         for record in records:
             names = [s.camera for s in catalogue.streams(record.id)]

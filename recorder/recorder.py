@@ -6,6 +6,10 @@ episode's step file and offers each camera's frame to that camera's encoder thre
 lost silently: a step the queue had no room for, and a frame an encoder had no room for, are
 counted per episode and reported. When the disk fills up, recording stops cleanly: what was
 written stays readable and the episode is closed as interrupted with the reason.
+
+An episode's end also labels it: each run of autonomous steps and of intervention steps (the
+operator took over from the policy) becomes a segment in the catalogue, read back from the records
+that reached the disk, so that interventions can be found and weighted as DAgger data.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from recorder.catalogue import Segment
 from recorder.errors import FULL_ERRNOS
-from recorder.steps import StepWriter, step_dtype, to_record
+from recorder.steps import StepWriter, labeled_segments, read_steps, step_dtype, to_record
 from recorder.store import Store, StoreFullError
 from recorder.video import CameraEncoder, VideoSettings
 from rig.step import Step
@@ -43,6 +48,17 @@ class EpisodeSummary:
     frames_dropped: Mapping[str, int] = field(default_factory=dict)
     steps_dropped: int = 0
     error: str | None = None
+    segments: tuple[Segment, ...] = ()
+
+    @property
+    def interventions(self) -> tuple[Segment, ...]:
+        return tuple(s for s in self.segments if s.label == "intervention")
+
+    @property
+    def intervention_s(self) -> float:
+        """Time under the operator's control, at the episode's mean spacing of recorded steps."""
+        taken = sum(s.steps for s in self.interventions)
+        return taken * self.duration_s / self.steps if self.steps else 0.0
 
     def describe(self) -> str:
         drops = sum(self.frames_dropped.values())
@@ -51,6 +67,8 @@ class EpisodeSummary:
             f"outcome {self.outcome or 'unknown'}",
             f"frames dropped {drops}" + (f" {dict(self.frames_dropped)}" if drops else ""),
         ]
+        if count := len(self.interventions):
+            parts.append(f"{count} intervention{'s' * (count != 1)}, {self.intervention_s:.1f} s")
         if self.steps_dropped:
             parts.append(f"steps dropped {self.steps_dropped}")
         if self.error:
@@ -71,7 +89,7 @@ class _Episode:
         settings: VideoSettings,
     ) -> None:
         self.id, self.task = episode_id, task
-        folder = store.new_episode_dir(episode_id)
+        self.folder = folder = store.new_episode_dir(episode_id)
         names = [c.name for c in cameras]
         self.dtype = step_dtype(names)
         self.steps = StepWriter(folder, names)
@@ -152,13 +170,14 @@ class EpisodeRecorder:
             self._steps_dropped += 1
 
     # ---- episodes --------------------------------------------------------------------------
-    def begin(self, task: str) -> int:
+    def begin(self, task: str, tags: Sequence[str] = ()) -> int:
+        """Start an episode of `task`; `tags` label it in the catalogue (e.g. "eval": not training data)."""
         if self._episode is not None:
             raise RuntimeError("an episode is already being recorded; end or discard it first")
         if self.error is not None:
             raise StoreFullError(self.error)
         catalogue = self.store.catalogue
-        episode_id = catalogue.start_episode(self.session_id, task, self.rate_hz, self._stream_rows())
+        episode_id = catalogue.start_episode(self.session_id, task, self.rate_hz, self._stream_rows(), tags)
         self._episode = _Episode(self.store, episode_id, task, self.cameras, self.rate_hz, self.settings)
         self._steps_dropped = 0
         self._thread = threading.Thread(target=self._write, name=f"recorder-{episode_id}", daemon=True)
@@ -188,6 +207,7 @@ class EpisodeRecorder:
         status = "interrupted" if self.error else "complete"
         steps = episode.steps.steps_written
         duration = 0.0 if episode.first_t is None else episode.last_t - episode.first_t + 1.0 / self.rate_hz
+        segments = tuple(labeled_segments(read_steps(episode.folder)))
         catalogue = self.store.catalogue
         try:
             for name in written:
@@ -200,6 +220,7 @@ class EpisodeRecorder:
                 frames_dropped=dropped,
                 outcome=outcome,
                 twin_reward=twin_reward,
+                segments=segments,
             )
             if self.error:
                 catalogue.set_notes(episode.id, self.error)
@@ -219,6 +240,7 @@ class EpisodeRecorder:
             dropped,
             self._steps_dropped,
             self.error,
+            segments,
         )
 
     def discard(self) -> None:

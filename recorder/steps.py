@@ -5,11 +5,17 @@ and `steps.bin`, the records back to back with no framing. Fixed-size records ar
 cheap: whatever the process managed to write is a run of whole records, perhaps followed by part of
 one, so a reader keeps `size // itemsize` records and nothing needs repairing.
 
-A record holds `index` i8, `t` f8, `qpos`/`qvel`/`effort`/`action`/`leader` f4[14], and per camera
-`<camera>/timestamp_ms` f8, `<camera>/frame_number` i8 and `<camera>/age_s` f4, which say which camera
-frame the tick saw (NaN, -1, NaN when it saw none), and `<camera>/video_index` i8, where that frame is
-in the episode's video (-1 when it was not encoded: no frame, or dropped). All little-endian and
-packed, so a file reads the same on any machine.
+A record holds `index` i8, `t` f8, `qpos`/`qvel`/`effort`/`action`/`leader` f4[14], `mode` i1 (the
+loop's mode label as its index in `rig.step.MODES`, -1 for a label not there), `policy_action` f4[14]
+(the policy's proposal, NaN when no policy ran: during an intervention `action` is the human's), and
+per camera `<camera>/timestamp_ms` f8, `<camera>/frame_number` i8 and `<camera>/age_s` f4, which say
+which camera frame the tick saw (NaN, -1, NaN when it saw none), and `<camera>/video_index` i8, where
+that frame is in the episode's video (-1 when it was not encoded: no frame, or dropped). All
+little-endian and packed, so a file reads the same on any machine.
+
+The header stores the layout, so episodes recorded before a field existed still read, without it:
+`mode` and `policy_action` are newer than the first episodes, and code that reads them checks
+`records.dtype.names` (or uses `labeled_segments`, which does).
 """
 
 from __future__ import annotations
@@ -27,13 +33,16 @@ from typing import Any
 
 import numpy as np
 
+from recorder.catalogue import Segment
 from recorder.errors import ADVICE, FULL_ERRNOS, StoreFullError
-from rig.step import STATE_DIM, Step
+from rig.step import MODES, STATE_DIM, Step
 
 HEADER = "steps.json"
 RECORDS = "steps.bin"
 HEADER_VERSION = 1
 VECTORS = ("qpos", "qvel", "effort", "action", "leader")
+UNKNOWN_MODE = -1
+SEGMENT_LABELS = ("autonomous", "intervention")  # the modes whose runs become an episode's segments
 _CAMERA_FIELDS = (("timestamp_ms", "<f8"), ("frame_number", "<i8"), ("age_s", "<f4"), ("video_index", "<i8"))
 
 
@@ -42,6 +51,7 @@ def step_dtype(cameras: Sequence[str]) -> np.dtype:
     _check_camera_names(cameras)
     fields: list[tuple[Any, ...]] = [("index", "<i8"), ("t", "<f8")]
     fields += [(name, "<f4", (STATE_DIM,)) for name in VECTORS]
+    fields += [("mode", "i1"), ("policy_action", "<f4", (STATE_DIM,))]
     fields += [(f"{camera}/{name}", kind) for camera in cameras for name, kind in _CAMERA_FIELDS]
     return np.dtype(fields)
 
@@ -60,15 +70,24 @@ def cameras_of(dtype: np.dtype) -> tuple[str, ...]:
     return tuple(name.removesuffix(suffix) for name in dtype.names or () if name.endswith(suffix))
 
 
+def mode_index(label: str) -> int:
+    """A mode label as recorded: its place in `MODES`, or -1 for one that is not there."""
+    return MODES.index(label) if label in MODES else UNKNOWN_MODE
+
+
 def to_record(step: Step, dtype: np.dtype) -> np.ndarray:
     """One record (a 0-d structured array) of `step`; cameras of the step that the layout lacks are
     left out, cameras of the layout that the step lacks read NaN / -1."""
     record = np.zeros((), dtype)
     record["index"] = step.index
     record["t"] = step.t
-    for name in VECTORS:
+    names = dtype.names or ()
+    for name in (*VECTORS, "policy_action"):
         value = getattr(step, name)
-        record[name] = np.nan if value is None else _vector(name, value)
+        if name in names:
+            record[name] = np.nan if value is None else _vector(name, value)
+    if "mode" in names:
+        record["mode"] = mode_index(step.mode)
     for camera in cameras_of(dtype):
         sample = step.cameras.get(camera)
         record[f"{camera}/timestamp_ms"] = np.nan if sample is None else sample.timestamp_ms
@@ -84,6 +103,23 @@ def _vector(name: str, value: np.ndarray) -> np.ndarray:
     if array.shape != (STATE_DIM,):
         raise ValueError(f"step.{name} has shape {array.shape}, a record needs ({STATE_DIM},)")
     return array
+
+
+def labeled_segments(records: np.ndarray, labels: Sequence[str] = SEGMENT_LABELS) -> list[Segment]:
+    """One segment per maximal run of records whose mode is one of `labels`, in record positions
+    (what a reader indexes; they differ from `index` where steps were dropped). Records of a layout
+    without `mode` (recorded before it existed) have none."""
+    if "mode" not in (records.dtype.names or ()) or not len(records):
+        return []
+    codes = records["mode"]
+    edges = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    starts, ends = np.r_[0, edges], np.r_[edges, len(codes)]
+    wanted = {mode_index(label) for label in labels} - {UNKNOWN_MODE}
+    return [
+        Segment(MODES[codes[start]], int(start), int(end))
+        for start, end in zip(starts, ends, strict=True)
+        if codes[start] in wanted
+    ]
 
 
 def duration_of(records: np.ndarray, rate_hz: float) -> float:

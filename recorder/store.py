@@ -8,7 +8,8 @@
 
 Opening a store with the lock recovers what a dead process left: an episode still `recording` has
 no process recording it any more, so it becomes `interrupted`, with as many steps as reached the
-disk. Nothing is deleted except by `delete_episode`.
+disk and the segments those steps' modes make (as a finished recording would have had). Nothing
+is deleted except by `delete_episode`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from recorder.catalogue import Catalogue, EpisodeRecord
 from recorder.errors import ADVICE, StoreFullError
-from recorder.steps import RECORDS, duration_of, fsync_dir, read_steps, step_dtype
+from recorder.steps import RECORDS, duration_of, fsync_dir, labeled_segments, read_steps, step_dtype
 
 __all__ = ["Store", "StoreFullError", "StoreLockedError"]
 
@@ -132,6 +133,7 @@ class Store:
             status="interrupted",
             frames_dropped=episode.frames_dropped,
             ended_at=_last_write(path / RECORDS) or episode.started_at,
+            segments=labeled_segments(records),
         )
 
     # ---- space ----

@@ -177,6 +177,18 @@ def _bench_policy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_autonomy(args: argparse.Namespace) -> int:
+    from policy.bench_autonomy import AutonomyBenchSettings, bench_autonomy
+
+    try:
+        names = ("checkpoint", "delay_ticks", "ticks", "execute", "device", "seed")
+        print(bench_autonomy(AutonomyBenchSettings(**{name: getattr(args, name) for name in names})))
+    except ValueError as error:  # a bad setting or checkpoint, or execute beyond the policy's horizon
+        print(f"rig bench autonomy: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rig", description=__doc__)
     parser.add_argument("--version", action="version", version=f"rig {__version__}")
@@ -249,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_policy.add_argument("--allow-slow", action="store_true", help="run pi0 on the CPU anyway")
     bench_policy.add_argument("--params-only", action="store_true", help="count parameters, run nothing")
     bench_policy.set_defaults(run=_bench_policy)
+    autonomy = what.add_parser("autonomy", help="chunk strategies (rtc, sync, naive, ensemble) on a π0")
+    autonomy.add_argument("--checkpoint", type=Path, help="default: pi0-tiny trained 1 step, synthetic data")
+    for flag, default in (("--delay-ticks", 10), ("--ticks", 500), ("--execute", 25), ("--seed", 0)):
+        autonomy.add_argument(flag, type=int, default=default)
+    autonomy.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when there is one")
+    autonomy.set_defaults(run=_bench_autonomy)
 
     def with_store(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sub.add_argument(
@@ -317,9 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("--task", default=None, help="task text when the dataset has none")
     imported.set_defaults(run=_interop)
 
+    from rig.commands.eval import add_eval_parser
+    from rig.commands.run import add_run_parser
+    from rig.commands.serve import add_serve_parser
     from rig.commands.train import add_train_parser
 
     add_train_parser(commands, default_store_dir())
+    add_serve_parser(commands)
+    add_run_parser(commands, DEFAULT_PROFILE, default_store_dir())
+    add_eval_parser(commands, DEFAULT_PROFILE, default_store_dir())
     return parser
 
 

@@ -382,6 +382,7 @@ class ControlLoop:
             period_error_s=lateness,
             overruns=self.stats.overruns,
             events=tuple(events),
+            policy_action=getattr(self._mode, "proposal", None),  # autonomous: the policy's own action
         )
 
     def _read(self, arm: _Arm, index: int, events: list[str]) -> None:
@@ -462,6 +463,9 @@ class ControlLoop:
             return obs.command
         try:
             action = self._mode.action(obs)
+            take_events = getattr(self._mode, "take_events", None)  # modes with news (interventions)
+            if take_events is not None:
+                events.extend(take_events())
         except Exception as error:
             events.append(f"watchdog: mode {self._mode.name} failed ({error!r}); holding")
             self._switch(Hold(), 0.0, obs.command)

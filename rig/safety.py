@@ -45,6 +45,11 @@ class Safety:
         self._overload_ticks = max(1, round(config.overload_s / dt))
         self._above = np.zeros(len(names), dtype=np.int64)
 
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The followers' joint ranges (lower, upper), e.g. to reject a policy's out-of-range chunk."""
+        return self._lower.copy(), self._upper.copy()
+
     def limit(self, goal: np.ndarray, previous: np.ndarray) -> tuple[np.ndarray, list[str]]:
         """The goal within joint ranges and at most one speed-limited step from the previous goal."""
         events = []

@@ -20,6 +20,9 @@ JOINTS_PER_ARM = 7
 GRIPPER = 6  # index of the gripper within an arm's seven values
 SIDES = ("left", "right")
 STATE_DIM = JOINTS_PER_ARM * len(SIDES)
+# The loop's mode labels (`Step.mode`): the modes' names, "intervention" while the operator has taken
+# an arm pair from the policy, and "e-stop". Recorded as an index into this tuple, so only append.
+MODES = ("idle", "teleop", "autonomous", "intervention", "replay", "move", "park", "e-stop")
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,11 +46,12 @@ class Step:
     effort: np.ndarray  # (14,) follower motor currents (mA)
     action: np.ndarray  # (14,) the follower goal sent this tick
     leader: np.ndarray | None  # (14,) leader positions, when the rig has leaders
-    mode: str
+    mode: str  # one of MODES
     cameras: Mapping[str, CameraSample] = field(default_factory=lambda: MappingProxyType({}))
     period_error_s: float = 0.0  # how late the tick started against its deadline
     overruns: int = 0  # ticks so far that started after their successor's deadline
     events: tuple[str, ...] = ()  # safety findings raised at this tick
+    policy_action: np.ndarray | None = None  # (14,) the policy's proposal this tick, None when none runs
 
 
 def arm_slice(side: str) -> slice:

@@ -11,7 +11,10 @@ from rig.cli import main
 
 
 def test_the_bench_reports_size_latency_and_throughput() -> None:
-    report = bench_policy(PolicyBenchSettings(config="pi0-tiny", repeats=2, train_batch=2, device="cpu"))
+    settings = PolicyBenchSettings(
+        "pi0-tiny", cameras=1, repeats=2, warmup=1, train_batch=2, train_steps=1, device="cpu"
+    )
+    report = bench_policy(settings)
     assert report.chunk is not None and report.train is not None
     assert report.params.total == sum(count for _, count in report.params.parts)
     timings = (report.chunk.prefix, report.chunk.denoising, report.chunk.total)

@@ -248,10 +248,13 @@ class World:
                 d.ctrl[self._act[arm]] = start
             self._place_objects()
 
-    def scatter_objects(self) -> None:
+    def scatter_objects(self, seed: int | None = None) -> None:
         """A new episode's objects, placed at random, without touching the arms or the clock: the
-        rig's loop keeps running across episodes, so simulated time must not jump back."""
+        rig's loop keeps running across episodes, so simulated time must not jump back. A seed
+        restarts the placement generator (seeded evaluation episodes)."""
         with self.lock:
+            if seed is not None:
+                self._rng = np.random.default_rng(seed)
             self._place_objects()
 
     def _place_objects(self) -> None:

@@ -8,6 +8,7 @@ from typing import TextIO
 
 import numpy as np
 
+from recorder.catalogue import EpisodeRecord, SegmentRecord
 from recorder.steps import read_steps
 from recorder.store import Store
 
@@ -18,7 +19,8 @@ def list_episodes(store_dir: Path, out: TextIO) -> int:
 
     store = Store(store_dir, create=False, lock=False)
     table = Table(title=f"episodes in {store.root}")
-    for column in ("id", "task", "steps", "seconds", "status", "outcome", "cameras", "dropped", "MB"):
+    columns = ("id", "task", "steps", "seconds", "status", "outcome", "tags", "cameras", "dropped", "MB")
+    for column in columns:
         table.add_column(column)
     for episode in store.catalogue.episodes():
         cameras = ", ".join(s.camera for s in store.catalogue.streams(episode.id))
@@ -30,12 +32,21 @@ def list_episodes(store_dir: Path, out: TextIO) -> int:
             f"{episode.duration_s or 0:.1f}",
             episode.status,
             episode.outcome or "-",
+            _labels(episode, store.catalogue.segments(episode.id)),
             cameras,
             str(dropped),
             f"{store.episode_size(episode.id) / 1e6:.1f}",
         )
     Console(file=out, width=140).print(table)
     return 0
+
+
+def _labels(episode: EpisodeRecord, segments: list[SegmentRecord]) -> str:
+    """Tags and the count of intervention segments in one cell: `autonomous; 2 interv.`."""
+    interventions = sum(s.label == "intervention" for s in segments)
+    parts = [", ".join(episode.tags)] if episode.tags else []
+    parts += [f"{interventions} interv."] if interventions else []
+    return "; ".join(parts) or "-"
 
 
 def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO) -> int:
@@ -60,6 +71,15 @@ def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO
             f"{stream.frames_written} frames written, {stream.frames_dropped} dropped",
             file=out,
         )
+    if episode.tags:
+        print(f"  tags: {', '.join(episode.tags)}", file=out)
+    segments = store.catalogue.segments(episode_id)
+    for segment in segments:
+        seconds = segment.steps / episode.rate_hz
+        print(
+            f"  segment {segment.label}: steps {segment.start_step}..{segment.end_step} ({seconds:.1f} s)",
+            file=out,
+        )
     if episode.notes:
         print(f"  notes: {episode.notes}", file=out)
     png = png or Path(f"episode-{episode_id}.png")
@@ -73,6 +93,9 @@ def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO
             axis.plot(t, steps["qpos"][:, i], label="follower")
             axis.plot(t, steps["action"][:, i], label="action", linestyle="--")
             axis.set_ylabel(f"{arm} {name}", fontsize=8)
+            for segment in segments:
+                if segment.label == "intervention" and segment.end_step <= len(t):
+                    axis.axvspan(t[segment.start_step], t[segment.end_step - 1], color="orange", alpha=0.2)
     axes[0, 0].legend(fontsize=8)
     axes[-1, 0].set_xlabel("s")
     axes[-1, 1].set_xlabel("s")

@@ -1,0 +1,122 @@
+"""`rig eval`: N seeded autonomous episodes on the twin, the success rate with a confidence interval.
+
+Per episode: the scene is reset with the episode's seed, the followers return (through teleop, with
+the twin's leaders held at the demonstrations' start pose) to where the recorded demonstrations
+began, then the policy drives for the episode time or until the task is done. Every episode is
+recorded into the store as an ordinary episode tagged `eval` (video included), with the twin's
+verdict as its outcome; training skips `eval` episodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hardware.devices import open_devices
+from hardware.profile import load_profile
+from recorder.store import Store
+from rig.commands.autonomy import (
+    AutonomySession,
+    add_policy_arguments,
+    make_scheduler,
+    open_policy,
+    start_row,
+    wilson_interval,
+)
+from rig.teleop import load_calibrations
+
+RESET_S = 2.0
+
+
+def add_eval_parser(commands: argparse._SubParsersAction, default_profile: str, default_store: Path) -> None:
+    evaluate = commands.add_parser("eval", help="success rate of a policy over seeded episodes on the twin")
+    add_policy_arguments(evaluate)
+    evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument(
+        "--task", choices=("transfer_cube", "insertion"), default=None, help="default: the profile's"
+    )
+    evaluate.add_argument("--prompt", default=None, help="default: the task the policy was trained on")
+    evaluate.add_argument("--episode-time", type=float, default=10.0, help="seconds per episode (simulated)")
+    evaluate.add_argument("--profile", default=default_profile)
+    evaluate.add_argument("--store", type=Path, default=default_store, help="where the eval episodes go")
+    evaluate.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from policy.checkpoint import CheckpointError
+    from policy.client import PolicyUnavailable
+    from rig.operator import Demonstration, ScriptedOperator
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    profile = load_profile(args.profile)
+    if profile.twin is None:
+        print(
+            f"rig eval: profile {profile.name} is not a twin; eval runs seeded scenes on the twin",
+            file=sys.stderr,
+        )
+        return 1
+    twin = dataclasses.replace(profile.twin, task=args.task) if args.task else profile.twin
+    profile = dataclasses.replace(profile, twin=twin)
+    try:
+        policy = open_policy(args)
+        info = policy.info()
+    except (CheckpointError, PolicyUnavailable, ValueError, FileNotFoundError) as error:
+        print(f"rig eval: {error}", file=sys.stderr)
+        return 1
+    prompt = args.prompt or (info.tasks[0] if info.tasks else twin.task.replace("_", " "))
+    say(
+        f"eval of {info.config} (step {info.step}) on {twin.task}: {args.episodes} episodes; prompt: {prompt}"
+    )
+    store = Store(args.store)
+    successes, started = 0, time.monotonic()
+    with open_devices(profile, lockstep=True) as devices:
+        assert devices.twin is not None
+        session = AutonomySession(devices, load_calibrations(devices), store)
+        operator = ScriptedOperator(devices.twin)
+        loop = session.loop
+        loop.start()
+        try:
+            for episode in range(args.episodes):
+                seed = args.seed + episode
+                start = start_row(devices)
+                dt = 1.0 / profile.rate_hz
+                operator.start(Demonstration(devices.twin.world.task, np.vstack([start, start]), dt))
+                session.teleop(RESET_S)
+                session.wait(RESET_S + 0.5)
+                devices.twin.world.scatter_objects(seed)  # the arms are home: the episode's scene
+                session.reward.reset()
+                scheduler = make_scheduler(policy, prompt, args, loop)
+                assert session.recorder is not None
+                session.recorder.begin(prompt, tags=("eval",))
+                mode = session.engage(scheduler, ramp_s=0.2)
+                session.wait(
+                    args.episode_time, until=lambda m=mode: session.reward.success or loop.mode is not m
+                )
+                scheduler.close()
+                success = session.reward.success
+                successes += success
+                verdict = "success" if success else "failure"
+                summary = session.recorder.end(verdict, twin_reward=session.reward.best)
+                stats = scheduler.stats
+                say(
+                    f"episode {episode + 1}/{args.episodes} (seed {seed}): {verdict}, "
+                    f"reward {session.reward.best}/{devices.twin.world.max_reward}, chunks {stats.chunks}, "
+                    f"starved ticks {stats.starved_ticks}; stored as episode {summary.episode_id}"
+                )
+        finally:
+            operator.stop()
+            loop.stop()
+    low, high = wilson_interval(successes, args.episodes)
+    say(
+        f"success {successes}/{args.episodes} = {successes / max(args.episodes, 1):.0%} "
+        f"(95 % CI {low:.0%}–{high:.0%}); {time.monotonic() - started:.0f} s; "
+        f"videos: `rig episodes --store {args.store}` (tagged eval)"
+    )
+    return 0

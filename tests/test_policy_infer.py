@@ -1,0 +1,86 @@
+"""π0 as a policy: a checkpoint's chunk in robot units, RTC's inpainting, and NaN refused."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from synthetic_store import write_synthetic_store
+from test_policy_model import inputs_for, randomized
+
+from policy.checkpoint import load_policy
+from policy.infer import LocalPolicy, PolicyOutputError
+from policy.interface import Guidance, PolicyObservation
+from policy.rtc import guidance_weight, guided_sample, soft_mask
+from policy.tokenizer import make_tokenizer
+from policy.train import TrainSettings, train
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = write_synthetic_store(tmp_path_factory.mktemp("store"), episodes=2, steps=40)
+    settings = TrainSettings(
+        store=root, config="pi0-tiny", steps=1, batch_size=4, workers=0, out=root / "run"
+    )
+    return train(settings, say=lambda _: None).checkpoint
+
+
+def observation(
+    cameras: tuple[str, ...] = ("cam_high", "cam_left_wrist", "cam_right_wrist"),
+) -> PolicyObservation:
+    images = {name: np.full((48, 64, 3), 30 * i, np.uint8) for i, name in enumerate(cameras)}
+    return PolicyObservation(np.linspace(-0.5, 0.5, 14), images, "transfer the cube")
+
+
+def test_a_checkpoint_gives_chunks_in_robot_units(checkpoint: Path) -> None:
+    policy = LocalPolicy.from_checkpoint(checkpoint, "cpu", seed=0)
+    info = policy.info()
+    assert info.config == "pi0-tiny" and info.action_dim == 14 and info.tasks == ("transfer the cube",)
+    chunk = policy.infer(observation())
+    assert chunk.shape == (info.action_horizon, 14) and np.isfinite(chunk).all()
+    again = LocalPolicy.from_checkpoint(checkpoint, "cpu", seed=0).infer(observation())
+    assert np.allclose(chunk, again)  # seeded sampling is reproducible
+    assert policy.infer(observation(("cam_high",))).shape == chunk.shape  # missing cameras are masked
+
+
+def test_guidance_makes_the_new_chunk_continue_the_old_one(checkpoint: Path) -> None:
+    policy = LocalPolicy.from_checkpoint(checkpoint, "cpu", seed=0)
+    horizon = policy.info().action_horizon
+    old = np.tile(np.linspace(-0.3, 0.3, 14), (horizon, 1)) + np.linspace(0, 0.2, horizon)[:, None]
+    free = LocalPolicy.from_checkpoint(checkpoint, "cpu", seed=1).infer(observation())
+    guided = LocalPolicy.from_checkpoint(checkpoint, "cpu", seed=1).infer(observation(), Guidance(old, 3, 3))
+    frozen_error = np.abs(guided[:3] - old[:3]).mean()
+    assert frozen_error < 0.2 * np.abs(free[:3] - old[:3]).mean()
+
+
+def test_the_soft_mask_and_the_guidance_weight() -> None:
+    mask = soft_mask(10, frozen=3, execute=3).tolist()
+    assert mask[:3] == [1.0, 1.0, 1.0] and mask[7:] == [0.0, 0.0, 0.0]
+    assert all(a > b for a, b in itertools.pairwise(mask[2:7]))  # fades out
+    assert soft_mask(10, 3, 3, available=5).tolist()[5:] == [0.0] * 5
+    assert guidance_weight(1.0, 5.0) == 5.0 and guidance_weight(0.5, 5.0) == pytest.approx(2.0)
+
+
+def test_guidance_pulls_toward_the_target_not_away() -> None:
+    """The sign convention: openpi's t = 1 is noise; a flipped guidance term pushes the chunk away."""
+    model = randomized("pi0-tiny")
+    inputs = inputs_for("pi0-tiny", batch=1)
+    target = torch.randn(1, 10, 32)
+    noise = model.noise(1, "cpu", torch.Generator().manual_seed(0))
+    weights = soft_mask(10, 4, 3)
+    free = model.sample_actions(inputs, noise)
+    guided = guided_sample(model, inputs, target, weights, noise)
+    assert (guided - target)[0, :4].abs().mean() < 0.1 * (free - target)[0, :4].abs().mean()
+    assert torch.allclose(guided[0, 7:], free[0, 7:], atol=0.1)  # zero weight: the model's own plan
+
+
+def test_a_policy_that_returns_nan_is_refused(checkpoint: Path) -> None:
+    model, meta = load_policy(checkpoint)
+    with torch.no_grad():
+        model.action_out_proj.bias.fill_(float("nan"))
+    policy = LocalPolicy(model, meta, make_tokenizer(meta.config), seed=0)
+    with pytest.raises(PolicyOutputError, match="non-finite"):
+        policy.infer(observation())
