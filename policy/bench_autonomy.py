@@ -87,13 +87,13 @@ class AutonomyBenchReport:
             f"{s.ticks} ticks at {RATE_HZ:.0f} Hz, execute {s.execute}, simulated inference delay "
             f"{s.delay_ticks} ticks ({1e3 * s.delay_ticks / RATE_HZ:.0f} ms) for every strategy; "
             "state = the last action, a fixed frame per camera",
-            f"{'strategy':<9}{'chunks':>7}{'wall/chunk median':>19}{'p99':>10}{'delay':>7}{'startup':>9}"
+            f"{'strategy':<9}{'chunks':>7}{'wall/chunk median':>19}{'p99':>11}{'delay':>7}{'startup':>9}"
             f"{'starved':>9}{'waiting':>9}{'max accel':>12}{'at switches':>13}",
         ]
         for run in self.runs:
             st = run.stats
             lines.append(
-                f"{run.strategy:<9}{st.chunks:>7}{_ms(run.chunk.median_s):>19}{_ms(run.chunk.p99_s):>10}"
+                f"{run.strategy:<9}{st.chunks:>7}{_ms(run.chunk.median_s):>19}{_ms(run.chunk.p99_s):>11}"
                 f"{s.delay_ticks:>7}{st.startup_ticks:>9}{st.starved_ticks:>9}{st.waiting_ticks:>9}"
                 f"{run.max_accel:>12.0f}{run.switch_accel:>13.0f}"
             )
@@ -118,7 +118,7 @@ def bench_autonomy(
         info = base.info()
         if settings.execute > info.action_horizon:
             raise ValueError(f"execute {settings.execute} exceeds the policy's horizon {info.action_horizon}")
-        frames = {c: rendered_like_frames(1, *FRAME_SIZE)[0] for c in info.cameras}
+        frames = dict.fromkeys(info.cameras, rendered_like_frames(1, *FRAME_SIZE)[0])
         start = base.meta.normalizer.state.mean.astype(np.float64)
         base.infer(PolicyObservation(start, frames, TASK))  # warm-up: first-call costs are not a chunk's
         runs = []

@@ -132,9 +132,10 @@ class SchedulerConfig:
     execute: int = 25  # s: actions executed per request (rtc, naive, sync)
     ensemble_decay: float = 0.01  # ACT's m: weights exp(−m·i), i = 0 the oldest prediction
     bounds: tuple[np.ndarray, np.ndarray] | None = None  # (lower, upper) joint ranges, (14,) each
-    # How far outside the ranges a chunk may plan before it is rejected: the loop clamps small
-    # overshoots anyway, and a model trained on moves that touch a limit predicts a little past it.
-    bounds_margin: float = 0.1
+    # How far outside the ranges a chunk may plan before it is rejected as nonsense (rad; gripper
+    # openings): the loop clamps and reports smaller overshoots, and a model trained on moves that
+    # touch a limit (a gripper opened fully) predicts past it now and then.
+    bounds_margin: float = 0.5
     reply_timeout_ticks: int | None = None  # held ticks to wait for a late reply (sync: any); None: horizon
     startup_timeout_ticks: int = 500  # for the first reply: a first call warms kernels and caches up
     delay_window: int = 10  # rtc's delay estimate is the max of this many recent delays
@@ -235,6 +236,7 @@ class ActionScheduler:
         self._held_since: int | None = None
         self._failed = False
         self._stats = SchedulerStats()
+        self._events_taken = 0
 
     @property
     def stats(self) -> SchedulerStats:
@@ -243,6 +245,12 @@ class ActionScheduler:
     @property
     def failed(self) -> bool:
         return self._failed
+
+    def take_events(self) -> list[str]:
+        """Events since the last call (the loop puts them in its steps, so the operator sees them)."""
+        events = self._stats.events[self._events_taken :]
+        self._events_taken = len(self._stats.events)
+        return events
 
     def delay_estimate(self) -> int:
         """rtc's frozen prefix d: the largest recent delay in ticks, at most horizon − execute."""

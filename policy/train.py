@@ -245,7 +245,7 @@ def _device(settings: TrainSettings, ranks: Ranks) -> torch.device:
 def _train(
     settings: TrainSettings, ranks: Ranks, device: torch.device, say: Callable[[str], None]
 ) -> TrainResult:
-    setup = _resume_setup(settings) if settings.resume else _fresh_setup(settings)
+    setup = _resume_setup(settings) if settings.resume else _fresh_setup(settings, ranks.main)
     if setup.start_step >= settings.steps:
         raise TrainingError(
             f"{setup.run} is already at step {setup.start_step}; give --steps above it to train further"
@@ -355,7 +355,7 @@ def _train(
     return TrainResult(setup.run, checkpoint, step, loss_value, interrupted)
 
 
-def _fresh_setup(settings: TrainSettings) -> _Setup:
+def _fresh_setup(settings: TrainSettings, main: bool) -> _Setup:
     overrides = {"action_horizon": settings.action_horizon} if settings.action_horizon else {}
     config = get_config(settings.config, **overrides)
     if settings.norm_stats is not None:
@@ -364,10 +364,15 @@ def _fresh_setup(settings: TrainSettings) -> _Setup:
         normalizer = compute_norm_stats(settings.store)
     data = DataConfig(cameras=settings.cameras, augment=settings.augment, prompt=settings.prompt)
     run = settings.out or settings.store / RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.name}"
-    if latest_checkpoint(run) is not None:
-        raise TrainingError(f"{run} already holds checkpoints; pass --resume to continue it or another --out")
-    run.mkdir(parents=True, exist_ok=True)
-    (run / RUN_FILE).write_text(json.dumps({"store": str(settings.store), "config": config.name}, indent=1))
+    if main:  # one rank owns the folder (another rank could see the first checkpoint land)
+        if latest_checkpoint(run) is not None:
+            raise TrainingError(
+                f"{run} already holds checkpoints; pass --resume to continue it or another --out"
+            )
+        run.mkdir(parents=True, exist_ok=True)
+        (run / RUN_FILE).write_text(
+            json.dumps({"store": str(settings.store), "config": config.name}, indent=1)
+        )
     return _Setup(run, config, normalizer, data, 0, None, _task_texts(settings.store))
 
 

@@ -160,9 +160,11 @@ class Autonomous:
         self._requests.put(("give", side))
 
     def take_events(self) -> list[str]:
-        """What happened since the last call, in words (the loop adds them to the step's events)."""
+        """What happened since the last call, in words (the loop adds them to the step's events),
+        the action source's news (a lost policy, a rejected chunk) included."""
         events, self._events = self._events, []
-        return events
+        source_events = getattr(self.source, "take_events", None)
+        return events + (source_events() if source_events is not None else [])
 
     def action(self, obs: Observation) -> np.ndarray | None:
         proposal = self.source.next_action(obs)

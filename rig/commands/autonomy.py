@@ -42,7 +42,9 @@ def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--strategy", choices=("rtc", "sync", "naive", "ensemble"), default="rtc", help="chunk scheduling"
     )
-    parser.add_argument("--execute", type=int, default=25, help="actions executed per chunk")
+    parser.add_argument(
+        "--execute", type=int, default=None, help="actions executed per chunk (default: half the chunk)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (and the twin's scenes)")
 
 
@@ -63,7 +65,8 @@ def make_scheduler(
 ) -> ActionScheduler:
     from policy.scheduler import ActionScheduler, SchedulerConfig
 
-    config = SchedulerConfig(strategy=args.strategy, execute=args.execute, bounds=loop.safety.bounds)
+    execute = args.execute or max(1, policy.info().action_horizon // 2)
+    config = SchedulerConfig(strategy=args.strategy, execute=execute, bounds=loop.safety.bounds)
     return ActionScheduler(policy, prompt, config)
 
 
@@ -125,8 +128,12 @@ class AutonomySession:
         return step
 
     def engage(self, scheduler: ActionScheduler, ramp_s: float) -> Autonomous:
+        """Hand the arms to the policy (from the next tick, blending over `ramp_s`)."""
         mode = Autonomous(scheduler, self.interventions)
         self.loop.set_mode(mode, ramp_s=ramp_s)
+        step = self.loop.wait_for_step()
+        while self.loop.mode is not mode:  # the switch happens at a tick boundary
+            step = self.loop.wait_for_step(step.index, timeout=30)
         return mode
 
     def teleop(self, ramp_s: float) -> None:

@@ -110,6 +110,8 @@ def run_eval(args: argparse.Namespace) -> int:
                     f"reward {session.reward.best}/{devices.twin.world.max_reward}, chunks {stats.chunks}, "
                     f"starved ticks {stats.starved_ticks}; stored as episode {summary.episode_id}"
                 )
+                for event in stats.events[-3:]:
+                    say(f"  {event}")
         finally:
             operator.stop()
             loop.stop()
