@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from dynamixel_sdk import port_handler
 
@@ -15,3 +17,17 @@ def patient_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     enough. Only the cost of an expected timeout changes, never what is on the wire.
     """
     monkeypatch.setattr(port_handler, "LATENCY_TIMER", 49)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real π0 checkpoint, small and untrained: pi0-tiny after one step on a synthetic store."""
+    from synthetic_store import write_synthetic_store
+
+    from policy.train import TrainSettings, train
+
+    root = write_synthetic_store(tmp_path_factory.mktemp("pi0-store"), episodes=2, steps=40)
+    settings = TrainSettings(
+        store=root, config="pi0-tiny", steps=1, batch_size=4, workers=0, out=root / "run"
+    )
+    return train(settings, say=lambda _: None).checkpoint

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_store import write_synthetic_store
 from test_loop import LEADER_POSE, collect, events, make_loop
 
 from hardware.devices import Devices, open_devices
@@ -22,7 +21,6 @@ from policy.client import PolicyClient
 from policy.infer import LocalPolicy
 from policy.scheduler import ActionScheduler, SchedulerConfig
 from policy.server import PolicyServer
-from policy.train import TrainSettings, train
 from recorder.catalogue import Catalogue
 from recorder.recorder import EpisodeRecorder
 from recorder.steps import read_steps
@@ -44,15 +42,6 @@ def loop(devices: Devices) -> Iterator[ControlLoop]:
     started = make_loop(devices).start()
     yield started
     started.stop(park=False)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = write_synthetic_store(tmp_path_factory.mktemp("store"), episodes=2, steps=40)
-    settings = TrainSettings(
-        store=root, config="pi0-tiny", steps=1, batch_size=4, workers=0, out=root / "run"
-    )
-    return train(settings, say=lambda _: None).checkpoint
 
 
 class Sway:

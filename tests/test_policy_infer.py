@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from synthetic_store import write_synthetic_store
 from test_policy_model import inputs_for, randomized
 
 from policy.checkpoint import load_policy
@@ -16,16 +15,6 @@ from policy.infer import LocalPolicy, PolicyOutputError
 from policy.interface import Guidance, PolicyObservation
 from policy.rtc import guidance_weight, guided_sample, soft_mask
 from policy.tokenizer import make_tokenizer
-from policy.train import TrainSettings, train
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = write_synthetic_store(tmp_path_factory.mktemp("store"), episodes=2, steps=40)
-    settings = TrainSettings(
-        store=root, config="pi0-tiny", steps=1, batch_size=4, workers=0, out=root / "run"
-    )
-    return train(settings, say=lambda _: None).checkpoint
 
 
 def observation(

@@ -19,28 +19,18 @@ import msgpack
 import numpy as np
 import pytest
 import zmq.auth
-from synthetic_store import CAMERAS, synthetic_frame, synthetic_qpos, write_synthetic_store
+from synthetic_store import CAMERAS, synthetic_frame, synthetic_qpos
 
 from policy.client import PolicyClient, PolicyRemoteError, PolicyUnavailable
 from policy.infer import LocalPolicy, PolicyOutputError
 from policy.interface import Guidance, Policy, PolicyInfo, PolicyObservation
 from policy.keys import KeyPaths, ensure_keys
 from policy.server import InsecureBindError, PolicyServer, check_bind, is_loopback
-from policy.train import TrainSettings, train
 from policy.wire import ARRAY_EXT, WireError, decode, encode, read_infer_request
 from rig.cli import main
 
 ANY_PORT = "tcp://127.0.0.1:*"
 SHORT = 0.5  # the client timeout where a test expects no reply
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    store = write_synthetic_store(tmp_path_factory.mktemp("store"), episodes=1, steps=20)
-    settings = TrainSettings(
-        store=store, config="pi0-tiny", steps=1, batch_size=4, workers=0, out=tmp_path_factory.mktemp("run")
-    )
-    return train(settings, say=lambda _: None).checkpoint
 
 
 @pytest.fixture

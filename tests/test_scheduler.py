@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from synthetic_store import synthetic_frame, write_synthetic_store
+from synthetic_store import synthetic_frame
 
 from policy.bench_autonomy import AutonomyBenchSettings, bench_autonomy
 from policy.infer import LocalPolicy
@@ -29,7 +29,6 @@ from policy.scheduler import (
     ThreadExecutor,
     TickDelayExecutor,
 )
-from policy.train import TrainSettings, train
 from rig.cli import main
 from rig.modes import Observation
 from rig.step import STATE_DIM, CameraSample
@@ -261,17 +260,6 @@ def test_executors_release_results_when_ready() -> None:
     threaded.close()
     with pytest.raises(RuntimeError, match="closed"):
         threaded.submit(1, lambda: 0)
-
-
-# -- a real π0 ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pi0")
-    write_synthetic_store(root / "store", steps=30)
-    settings = TrainSettings(
-        store=root / "store", config="pi0-tiny", steps=1, batch_size=4, workers=0, out=root / "run"
-    )
-    return train(settings, say=lambda _: None).checkpoint
 
 
 class Recorded:

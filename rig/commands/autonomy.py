@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +26,7 @@ from rig.modes import Autonomous, InterventionConfig, Teleop
 from rig.step import Step
 
 if TYPE_CHECKING:
-    from policy.interface import Policy
+    from policy.interface import Policy, PolicyInfo
     from policy.scheduler import ActionScheduler
 
 
@@ -58,6 +59,19 @@ def open_policy(args: argparse.Namespace) -> Policy:
     return PolicyClient(
         args.policy, timeout_s=args.timeout, server_key=args.server_key, client_key=args.client_key
     )
+
+
+def open_policy_or_explain(args: argparse.Namespace) -> tuple[Policy, PolicyInfo] | None:
+    """The policy and what it is, or None after a one-line error (a bad checkpoint, no server)."""
+    from policy.checkpoint import CheckpointError
+    from policy.client import PolicyUnavailable
+
+    try:
+        policy = open_policy(args)
+        return policy, policy.info()
+    except (CheckpointError, PolicyUnavailable, ValueError, FileNotFoundError) as error:
+        print(f"rig {args.command}: {error}", file=sys.stderr)
+        return None
 
 
 def make_scheduler(

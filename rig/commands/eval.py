@@ -24,7 +24,7 @@ from rig.commands.autonomy import (
     AutonomySession,
     add_policy_arguments,
     make_scheduler,
-    open_policy,
+    open_policy_or_explain,
     start_row,
     wilson_interval,
 )
@@ -48,8 +48,6 @@ def add_eval_parser(commands: argparse._SubParsersAction, default_profile: str, 
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from policy.checkpoint import CheckpointError
-    from policy.client import PolicyUnavailable
     from rig.operator import Demonstration, ScriptedOperator
 
     def say(line: str) -> None:
@@ -64,12 +62,10 @@ def run_eval(args: argparse.Namespace) -> int:
         return 1
     twin = dataclasses.replace(profile.twin, task=args.task) if args.task else profile.twin
     profile = dataclasses.replace(profile, twin=twin)
-    try:
-        policy = open_policy(args)
-        info = policy.info()
-    except (CheckpointError, PolicyUnavailable, ValueError, FileNotFoundError) as error:
-        print(f"rig eval: {error}", file=sys.stderr)
+    opened = open_policy_or_explain(args)
+    if opened is None:
         return 1
+    policy, info = opened
     prompt = args.prompt or (info.tasks[0] if info.tasks else twin.task.replace("_", " "))
     say(
         f"eval of {info.config} (step {info.step}) on {twin.task}: {args.episodes} episodes; prompt: {prompt}"

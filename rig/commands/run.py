@@ -15,7 +15,12 @@ from pathlib import Path
 from hardware.devices import open_devices
 from hardware.profile import load_profile
 from recorder.store import Store
-from rig.commands.autonomy import AutonomySession, add_policy_arguments, make_scheduler, open_policy
+from rig.commands.autonomy import (
+    AutonomySession,
+    add_policy_arguments,
+    make_scheduler,
+    open_policy_or_explain,
+)
 from rig.commands.record import Keys
 from rig.modes import Autonomous
 from rig.teleop import ENGAGE_S, load_calibrations
@@ -35,18 +40,14 @@ def add_run_parser(commands: argparse._SubParsersAction, default_profile: str, d
 
 
 def run_autonomous(args: argparse.Namespace) -> int:
-    from policy.checkpoint import CheckpointError
-    from policy.client import PolicyUnavailable
 
     def say(line: str) -> None:
         print(line, flush=True)
 
-    try:
-        policy = open_policy(args)
-        info = policy.info()
-    except (CheckpointError, PolicyUnavailable, ValueError, FileNotFoundError) as error:
-        print(f"rig run: {error}", file=sys.stderr)
+    opened = open_policy_or_explain(args)
+    if opened is None:
         return 1
+    policy, info = opened
     prompt = args.task or (info.tasks[0] if info.tasks else "")
     if not prompt:
         print("rig run: the policy names no task it was trained on; give one with --task", file=sys.stderr)
