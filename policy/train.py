@@ -251,7 +251,7 @@ def _train(
             f"{setup.run} is already at step {setup.start_step}; give --steps above it to train further"
         )
     model = Pi0(setup.config)
-    raw, ema_start, moments = _initial_weights(settings, setup, model, say)
+    ema_start, moments = _initial_weights(settings, setup, model, say)
     for parameter in model.unused_parameters():
         parameter.requires_grad_(False)
     if settings.freeze_prefix:
@@ -263,7 +263,6 @@ def _train(
     optimizer = make_optimizer(wrapped, settings)
     if moments:
         _restore_optimizer(optimizer, names, moments)
-    del raw
     tokenizer = make_tokenizer(setup.config, settings.tokenizer)
     loader = make_loader(
         settings.store,
@@ -289,7 +288,8 @@ def _train(
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         say(
             f"training {setup.config.name} ({trainable / 1e6:.1f} M trainable parameters) on {device} × "
-            f"{ranks.world_size}, {len(loader.dataset)} windows, batch {settings.batch_size} per rank; "  # type: ignore[arg-type]
+            f"{ranks.world_size}, {len(loader) * settings.batch_size * ranks.world_size} windows a pass, "
+            f"batch {settings.batch_size} per rank; "
             f"run {setup.run}"
         )
     log = LossLog(setup.run, setup.start_step) if ranks.main else None
@@ -408,9 +408,9 @@ def _latest_run(store: Path) -> Path:
 
 def _initial_weights(
     settings: TrainSettings, setup: _Setup, model: Pi0, say: Callable[[str], None]
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, dict[str, dict[str, torch.Tensor]]]:
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, dict[str, torch.Tensor]]]:
     """Fill the model: from the checkpoint being resumed, or from --init weights, or leave it random.
-    Returns the raw weights read, the EMA to start from, and the optimizer moments."""
+    Returns the EMA to start from and the optimizer moments."""
     if setup.resume_from is not None:
         state = load_train_state(setup.resume_from)
         load_pi0_weights(model, setup.resume_from / MODEL_FILE)
@@ -421,11 +421,11 @@ def _initial_weights(
                     if name in state.raw_weights:
                         p.copy_(state.raw_weights[name])
         say(f"resuming {setup.run} from step {setup.start_step}")
-        return state.raw_weights, (saved if state.raw_weights else None), state.optimizer
+        return (saved if state.raw_weights else None), state.optimizer
     if settings.init is not None:
         report = load_pi0_weights(model, settings.init)
         say(f"initial weights {settings.init}: {report.summary()}")
-    return {}, None, {}
+    return None, {}
 
 
 def _wrap(model: Pi0, settings: TrainSettings, ranks: Ranks, device: torch.device) -> nn.Module:
