@@ -104,6 +104,12 @@ def default_store_dir() -> Path:
     return data_dir() / "store"
 
 
+def _tui(args: argparse.Namespace) -> int:
+    from tui.app import run_app
+
+    return run_app(args.profile, args.store, args.task)
+
+
 def _record(args: argparse.Namespace) -> int:
     from rig.commands.record import RecordPlan, run_record
 
@@ -274,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return sub
 
+    tui = with_store(commands.add_parser("tui", help="the terminal app: record, train and run (also: `rig`)"))
+    tui.add_argument("--profile", default=DEFAULT_PROFILE)
+    tui.add_argument("--task", default="", help="prefills the task field (on the twin: its task's name)")
+    tui.set_defaults(run=_tui)
+
     record = with_store(commands.add_parser("record", help="teleoperate and record episodes"))
     record.add_argument("--profile", default=DEFAULT_PROFILE)
     record.add_argument("--task", required=True, help="the task instruction stored with every episode")
@@ -348,7 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """`rig SUBCOMMAND …`; plain `rig` opens the terminal app on the default profile and store."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv or ["tui"])
     run: Callable[[argparse.Namespace], int] = args.run
     from hardware.profile import ProfileError
 

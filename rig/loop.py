@@ -193,6 +193,11 @@ class ControlLoop:
     def estopped(self) -> bool:
         return self._estop is not None
 
+    @property
+    def faults(self) -> dict[str, str]:
+        """Arm name → why it is not answering, for each arm the loop holds off (status displays)."""
+        return {name: arm.fault for name, arm in self._arms.items() if arm.fault is not None}
+
     def subscribe(self, listener: Callable[[Step], None]) -> None:
         """Called from the loop thread with every step: keep it quick (hand the step to a queue)."""
         self._listeners.append(listener)

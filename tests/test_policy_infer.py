@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from synthetic_store import write_synthetic_store
 from test_policy_model import inputs_for, randomized
 
 from policy.checkpoint import load_policy
@@ -15,6 +16,8 @@ from policy.infer import LocalPolicy, PolicyOutputError
 from policy.interface import Guidance, PolicyObservation
 from policy.rtc import guidance_weight, guided_sample, soft_mask
 from policy.tokenizer import make_tokenizer
+from policy.train import TrainSettings, train
+from recorder.reader import WindowReader
 
 
 def observation(
@@ -73,3 +76,20 @@ def test_a_policy_that_returns_nan_is_refused(checkpoint: Path) -> None:
     policy = LocalPolicy(model, meta, make_tokenizer(meta.config), seed=0)
     with pytest.raises(PolicyOutputError, match="non-finite"):
         policy.infer(observation())
+
+
+@pytest.mark.slow
+def test_a_policy_that_memorized_an_episode_replays_its_actions(tmp_path: Path) -> None:
+    """Store → reader → normalization → training → checkpoint → inference → robot units, end to end:
+    any mismatch between the training and the inference pipelines shows up as a large error."""
+    root = write_synthetic_store(tmp_path / "store", episodes=1, steps=40)
+    settings = TrainSettings(store=root, config="pi0-tiny", steps=600, batch_size=16, workers=0, lr=3e-3,
+                             warmup_steps=20, augment=False, out=root / "run")  # fmt: skip
+    policy = LocalPolicy.from_checkpoint(train(settings, say=lambda _: None).checkpoint, "cpu", seed=0)
+    reader = WindowReader(root, horizon=policy.info().action_horizon)
+    for index in (0, 15, 30):
+        window = reader[index]
+        chunk = policy.infer(PolicyObservation(window.state, dict(window.images), window.task))
+        real = ~window.action_is_pad
+        spread = np.abs(window.actions[real] - window.actions[real].mean()).mean()
+        assert np.abs(chunk[real] - window.actions[real]).mean() < 0.15 * spread

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from recorder.catalogue import EpisodeRecord, SegmentRecord
 from recorder.steps import read_steps
 from recorder.store import Store
+
+if TYPE_CHECKING:
+    from rig.loop import ControlLoop
+    from rig.modes import Mode
+    from rig.step import Step
 
 
 def list_episodes(store_dir: Path, out: TextIO) -> int:
@@ -147,11 +153,10 @@ def replay_episode(profile_name: str, store_dir: Path, episode_id: int, out: Tex
     from hardware.devices import open_devices
     from hardware.profile import load_profile
     from rig.loop import ControlLoop, LoopConfig
-    from rig.modes import MoveTo, Replay
     from rig.teleop import load_calibrations
 
     store = Store(store_dir, create=False, lock=False)
-    actions = read_steps(store.episode_dir(episode_id))["action"].astype(np.float64)
+    actions = episode_actions(store, episode_id)
     if not len(actions):
         print(f"rig replay: episode {episode_id} has no steps", file=sys.stderr)
         return 1
@@ -159,16 +164,41 @@ def replay_episode(profile_name: str, store_dir: Path, episode_id: int, out: Tex
     with open_devices(profile) as devices:
         loop = ControlLoop(devices, load_calibrations(devices), LoopConfig(cameras=False))
         loop.start()
-        move = MoveTo(actions[0], duration=2.0)
-        loop.set_mode(move, ramp_s=0.0)
-        step = loop.wait_for_step()
-        while not move.finished:
-            step = loop.wait_for_step(step.index)
-        replay = Replay(actions)
-        loop.set_mode(replay, ramp_s=0.0)
-        while not replay.finished and loop.running:
-            step = loop.wait_for_step(step.index)
-        error = np.abs(step.qpos - actions[-1]).max()
+        step = replay_actions(loop, actions)
         loop.stop()
+    error = np.abs(step.qpos - actions[-1]).max() if step is not None else float("nan")
     print(f"replayed episode {episode_id}: {len(actions)} actions; final joint error {error:.3f}", file=out)
     return 0
+
+
+def episode_actions(store: Store, episode_id: int) -> np.ndarray:
+    """The episode's recorded follower goals, (T, 14) float64."""
+    return read_steps(store.episode_dir(episode_id))["action"].astype(np.float64)
+
+
+def replay_actions(loop: ControlLoop, actions: np.ndarray, move_s: float = 2.0) -> Step | None:
+    """Move to the first action over `move_s`, then play one action per tick. Returns the last step,
+    or None when something else took the loop first (an e-stop, another mode, the loop stopping)."""
+    from rig.modes import MoveTo, Replay
+
+    move = MoveTo(actions[0], duration=move_s)
+    if _drive(loop, move, lambda: move.finished) is None:
+        return None
+    replay = Replay(actions)
+    return _drive(loop, replay, lambda: replay.finished)
+
+
+def _drive(loop: ControlLoop, mode: Mode, done: Callable[[], bool], switch_ticks: int = 10) -> Step | None:
+    """Run `mode` until `done()`; None when it did not take over within `switch_ticks` or lost the loop."""
+    loop.set_mode(mode, ramp_s=0.0)
+    step = loop.wait_for_step()
+    first = step.index
+    while loop.mode is not mode:  # the switch happens at a tick boundary
+        if step.index - first > switch_ticks or not loop.running:
+            return None
+        step = loop.wait_for_step(step.index)
+    while not done():
+        if loop.mode is not mode or not loop.running:
+            return None
+        step = loop.wait_for_step(step.index)
+    return step

@@ -188,10 +188,15 @@ def run_record(
 
 
 def _finish(session: Session, command: str | None) -> EpisodeSummary:
+    return end_episode(session, {"s": "success", "f": "failure"}.get(command or ""))
+
+
+def end_episode(session: Session, outcome: str | None) -> EpisodeSummary:
+    """End the episode being recorded: the operator's verdict when given, else on the twin its reward."""
     operator = session.operator
-    if command in ("s", "f"):
-        return session.recorder.end("success" if command == "s" else "failure")
+    if outcome is not None:
+        return session.recorder.end(outcome)
     if operator is not None:
-        outcome = "success" if operator.success else "failure"
-        return session.recorder.end(outcome, twin_reward=operator.max_reward)
+        verdict = "success" if operator.success else "failure"
+        return session.recorder.end(verdict, twin_reward=operator.max_reward)
     return session.recorder.end()

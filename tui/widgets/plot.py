@@ -27,7 +27,9 @@ class Series:
     style: str = "cyan"
 
 
-def _pixels(series: Series, width: int, height: int, x_range: tuple[float, float], y_range: tuple[float, float]) -> np.ndarray:
+def _pixels(
+    series: Series, width: int, height: int, x_range: tuple[float, float], y_range: tuple[float, float]
+) -> np.ndarray:
     """The dots of one curve on a `height` × `width` dot grid, interpolated per dot column and joined
     vertically so steep segments stay connected."""
     dots = np.zeros((height, width), bool)
@@ -59,6 +61,7 @@ def render_plot(series: Sequence[Series], width: int, height: int, title: str = 
     head = Text(title + ("  " if title else ""), style="bold", no_wrap=True)
     for s in series:
         head.append("━ ", style=s.style).append(s.label + "  ")
+    head.truncate(width, overflow="ellipsis")  # one line, whatever the width
     rows, columns = max(height - 1, 1), max(width - _GUTTER, 1)
     drawn = [s for s in series if np.isfinite(np.asarray(s.y, float)).any()]
     if not drawn:
@@ -81,7 +84,9 @@ def render_plot(series: Sequence[Series], width: int, height: int, title: str = 
         label = f"{high:.3g}" if r == 0 else f"{low:.3g}" if r == rows - 1 else ""
         text.append("\n" + label.rjust(_GUTTER - 1)[: _GUTTER - 1] + "│", style="dim")
         for c in range(columns):
-            text.append(chr(_BRAILLE + int(bits[r, c])), style=drawn[owner[r, c]].style if owner[r, c] >= 0 else "")
+            text.append(
+                chr(_BRAILLE + int(bits[r, c])), style=drawn[owner[r, c]].style if owner[r, c] >= 0 else ""
+            )
     return text
 
 
@@ -94,6 +99,10 @@ class LinePlot(Widget):
 
     series: reactive[tuple[Series, ...]] = reactive((), always_update=True)
     title: reactive[str] = reactive("")
+
+    def __init__(self, title: str = "", *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.set_reactive(LinePlot.title, title)
 
     def render(self) -> RenderResult:
         return render_plot(self.series, self.size.width, self.size.height, self.title)

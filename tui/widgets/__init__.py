@@ -1,0 +1,1 @@
+"""Small widgets of the operator app; each shows one part of a `RigState` snapshot."""
