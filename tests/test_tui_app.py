@@ -218,6 +218,32 @@ async def test_record_screen_shows_arms_cameras_and_recording(tmp_path: Path) ->
             assert part in text, part
 
 
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+def screen_text(app: RigApp) -> str:
+    """The screen as lines of text (what a snapshot compares: layout and content, not colours)."""
+    console = Console(width=SIZE[0], height=SIZE[1], record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(app.screen._compositor.render_update(full=True))  # the frame the terminal would get
+    return console.export_text().rstrip() + "\n"
+
+
+@pytest.mark.parametrize(("key", "name"), [("f1", "record"), ("f4", "run")])
+@synchronously
+async def test_the_main_screens_match_their_snapshots(tmp_path: Path, key: str, name: str) -> None:
+    """Set RIG_UPDATE_SNAPSHOTS=1 to accept a deliberate change (then read the diff)."""
+    app = RigApp(CannedBackend(), tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(key)
+        await pilot.pause(0.5)
+        text = screen_text(app)
+    path = SNAPSHOTS / f"tui-{name}.txt"
+    if os.environ.get("RIG_UPDATE_SNAPSHOTS") or not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
 @synchronously
 async def test_a_lost_device_shows_red_and_does_not_crash(tmp_path: Path) -> None:
     app = RigApp(CannedBackend(canned_state(broken=True)), tmp_path)
