@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -42,6 +41,7 @@ from policy.checkpoint import (
 )
 from policy.config import Pi0Config, get_config
 from policy.data import DataConfig, augment_batch, batches, make_loader
+from policy.distributed import Ranks, agree, full_state, mean_over_ranks, restore_optimizer, wrap_model
 from policy.normalize import Normalizer, compute_norm_stats, load_openpi_norm_stats
 from policy.pi0 import Pi0, sample_flow_time
 from policy.progress import LossLog, Progress, plot_loss
@@ -108,27 +108,6 @@ class Schedule:
             return self.peak * (step + 1) / (self.warmup + 1)
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         return self.final + (self.peak - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """Where this process sits in a torchrun job (one process: rank 0 of 1)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> Ranks:
-        return cls(
-            int(os.environ.get("RANK", 0)),
-            int(os.environ.get("WORLD_SIZE", 1)),
-            int(os.environ.get("LOCAL_RANK", 0)),
-        )
 
 
 @dataclass(frozen=True)
@@ -259,10 +238,12 @@ def _train(
     model.to(device)
     names = [name for name, p in model.named_parameters() if p.requires_grad]
     ema = Ema(model, settings.ema_decay, ema_start) if settings.ema_decay else None
-    wrapped = _wrap(model, settings, ranks, device)
+    if settings.fsdp and settings.ema_decay:
+        raise TrainingError("--ema with --fsdp is not supported; drop one of them")
+    wrapped = wrap_model(model, ranks, device, settings.fsdp)
     optimizer = make_optimizer(wrapped, settings)
     if moments:
-        _restore_optimizer(optimizer, names, moments)
+        restore_optimizer(optimizer, names, moments)
     tokenizer = make_tokenizer(setup.config, settings.tokenizer)
     loader = make_loader(
         settings.store,
@@ -320,7 +301,7 @@ def _train(
                 step += 1
                 window_steps += 1
                 if step % settings.log_every == 0 or step == settings.steps:
-                    loss_value = _mean_over_ranks(loss, ranks)
+                    loss_value = mean_over_ranks(loss, ranks)
                     elapsed = (time.perf_counter() - window_start) / window_steps
                     samples = settings.batch_size * ranks.world_size / elapsed
                     if log is not None and progress is not None:
@@ -330,7 +311,7 @@ def _train(
                         )  # fmt: skip
                         progress.update(step, loss_value, elapsed, samples)
                     window_start, window_steps = time.perf_counter(), 0
-                if _agree(stop_requested(), ranks):
+                if agree(stop_requested(), ranks):
                     break
                 if step % settings.save_every == 0 and step < settings.steps:
                     checkpoint = _save(wrapped, model, optimizer, names, ema, setup, settings, step, ranks)
@@ -428,68 +409,6 @@ def _initial_weights(
     return None, {}
 
 
-def _wrap(model: Pi0, settings: TrainSettings, ranks: Ranks, device: torch.device) -> nn.Module:
-    if ranks.world_size == 1:
-        return model
-    if settings.fsdp:
-        if settings.ema_decay:
-            raise TrainingError("--ema with --fsdp is not supported; drop one of them")
-        from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
-
-        from policy.gemma import GemmaLayer
-        from policy.siglip import VisionLayer
-
-        for module in model.modules():
-            if isinstance(module, GemmaLayer | VisionLayer):
-                fully_shard(module)
-            if isinstance(module, GemmaLayer):
-                register_fsdp_forward_method(module, "attention_inputs")
-                register_fsdp_forward_method(module, "finish")
-        fully_shard(model)
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids)
-
-
-def _restore_optimizer(
-    optimizer: torch.optim.Optimizer, names: list[str], moments: Mapping[str, Mapping[str, torch.Tensor]]
-) -> None:
-    """Put saved moments back by name. Parameters that never received a gradient (the prefix's last
-    MLP, which no action token reads) have no moments, so a subset is normal; a name the run does
-    not train means the flags changed."""
-    foreign = sorted(set(moments) - set(names))
-    if foreign:
-        raise TrainingError(
-            f"the checkpoint's optimizer state has {len(foreign)} parameters this run does not train "
-            f"(e.g. {foreign[0]}); resume with the flags it was trained with (--freeze-prefix?)"
-        )
-    state = optimizer.state_dict()
-    state["state"] = {index: dict(moments[name]) for index, name in enumerate(names) if name in moments}
-    optimizer.load_state_dict(state)
-
-
-def _full_state(
-    wrapped: nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
-    """Every weight and optimizer moment by parameter name, gathered to rank 0 under DDP/FSDP."""
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        get_model_state_dict,
-        get_optimizer_state_dict,
-    )
-
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    weights: dict[str, Any] = dict(get_model_state_dict(wrapped, options=options))
-    optimizer_state: dict[str, Any] = dict(get_optimizer_state_dict(wrapped, optimizer, options=options))
-    moments = {
-        str(name): {str(key): torch.as_tensor(value) for key, value in values.items()}
-        for name, values in optimizer_state.get("state", {}).items()
-    }
-    return weights, moments
-
-
 def _save(
     wrapped: nn.Module,
     model: Pi0,
@@ -501,7 +420,7 @@ def _save(
     step: int,
     ranks: Ranks,
 ) -> Path:
-    weights, moments = _full_state(wrapped, optimizer)
+    weights, moments = full_state(wrapped, optimizer)
     folder = checkpoint_dir(setup.run, step)
     if ranks.main:
         acting = dict(weights)
@@ -522,25 +441,6 @@ def _save(
     if ranks.world_size > 1:
         dist.barrier()
     return folder
-
-
-def _mean_over_ranks(value: torch.Tensor, ranks: Ranks) -> float:
-    if ranks.world_size > 1:
-        value = value.detach().clone()
-        dist.all_reduce(value)
-        value /= ranks.world_size
-    return float(value)
-
-
-def _agree(flag: bool, ranks: Ranks) -> bool:
-    """True on every rank when any rank was asked to stop, so all ranks save and leave together."""
-    if ranks.world_size == 1:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0])
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor)
-    return bool(tensor.item() > 0)
 
 
 @contextlib.contextmanager

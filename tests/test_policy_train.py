@@ -21,8 +21,9 @@ from test_policy_model import inputs_for
 from policy.batch import TrainingBatch
 from policy.checkpoint import META_FILE, MODEL_FILE, TRAIN_STATE_FILE, CheckpointError, load_policy
 from policy.config import get_config
+from policy.distributed import Ranks, full_state, wrap_model
 from policy.pi0 import Pi0
-from policy.train import Ranks, Schedule, TrainSettings, _full_state, _wrap, train, train_step
+from policy.train import Schedule, TrainSettings, train, train_step
 from policy.weights import save_pi0_weights
 from recorder.catalogue import Catalogue
 
@@ -182,10 +183,9 @@ def _one_step(model: torch.nn.Module, index: slice) -> torch.optim.Optimizer:
 def _rank(rank: int, init_file: str, out: str, fsdp: bool) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     model = _model()
-    settings = TrainSettings(store=Path(), fsdp=fsdp)
-    wrapped = _wrap(model, settings, Ranks(rank, 2, 0), torch.device("cpu"))
+    wrapped = wrap_model(model, Ranks(rank, 2, 0), torch.device("cpu"), fsdp)
     optimizer = _one_step(wrapped, slice(2 * rank, 2 * rank + 2))
-    weights, _ = _full_state(wrapped, optimizer)  # gathered to rank 0, as checkpoints are
+    weights, _ = full_state(wrapped, optimizer)  # gathered to rank 0, as checkpoints are
     if rank == 0:
         torch.save(weights, out)
     dist.destroy_process_group()
