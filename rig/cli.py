@@ -114,7 +114,7 @@ def _record(args: argparse.Namespace) -> int:
     from rig.commands.record import RecordPlan, run_record
 
     plan = RecordPlan(args.task, args.episodes, args.episode_time, args.reset_time, args.countdown)
-    return run_record(args.profile, plan, args.store, args.calibration_dir, sys.stdout)
+    return run_record(args.profile, plan, args.store, args.calibration_dir, sys.stdout, args.scene)
 
 
 def _episodes(args: argparse.Namespace) -> int:
@@ -302,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--countdown", type=float, default=3.0, help="seconds of countdown before each episode"
     )
     record.add_argument("--calibration-dir", type=Path, default=None)
+    record.add_argument(
+        "--scene", choices=("transfer_cube", "insertion"), default=None, help="on the twin: the task's scene"
+    )
     record.set_defaults(run=_record)
 
     with_store(commands.add_parser("episodes", help="list the recorded episodes")).set_defaults(run=_episodes)
@@ -346,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("--task", default=None, help="task text when the dataset has none")
     imported.set_defaults(run=_interop)
 
+    from rig.commands.demo import add_demo_parser
     from rig.commands.eval import add_eval_parser
     from rig.commands.run import add_run_parser
     from rig.commands.serve import add_serve_parser
@@ -355,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands)
     add_run_parser(commands, DEFAULT_PROFILE, default_store_dir())
     add_eval_parser(commands, DEFAULT_PROFILE, default_store_dir())
+    add_demo_parser(commands, DEFAULT_PROFILE, data_dir())
     return parser
 
 

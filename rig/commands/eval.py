@@ -10,7 +10,6 @@ verdict as its outcome; training skips `eval` episodes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from rig.commands.autonomy import (
     start_row,
     wilson_interval,
 )
+from rig.commands.record import with_scene
 from rig.teleop import load_calibrations
 
 RESET_S = 2.0
@@ -60,8 +60,9 @@ def run_eval(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    twin = dataclasses.replace(profile.twin, task=args.task) if args.task else profile.twin
-    profile = dataclasses.replace(profile, twin=twin)
+    profile = with_scene(profile, args.task)
+    twin = profile.twin
+    assert twin is not None
     opened = open_policy_or_explain(args)
     if opened is None:
         return 1

@@ -9,6 +9,7 @@ episodes, and each episode's outcome is the twin's reward.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import queue
 import sys
@@ -20,7 +21,7 @@ from typing import TextIO
 import numpy as np
 
 from hardware.devices import Devices, open_devices
-from hardware.profile import Profile, load_profile
+from hardware.profile import Profile, ProfileError, Task, load_profile
 from recorder.recorder import CameraFormat, EpisodeRecorder, EpisodeSummary
 from recorder.store import Store, StoreFullError
 from rig import __version__
@@ -42,6 +43,15 @@ class RecordPlan:
     episode_s: float | None  # None: the twin's demonstration length, or DEFAULT_EPISODE_S
     reset_s: float
     countdown_s: float = 3.0
+
+
+def with_scene(profile: Profile, scene: Task | None) -> Profile:
+    """The profile with the twin set up for `scene` (a twin profile only; None leaves it as it is)."""
+    if scene is None:
+        return profile
+    if profile.twin is None:
+        raise ProfileError(f"profile {profile.name} is real hardware: a scene ({scene}) needs a twin profile")
+    return dataclasses.replace(profile, twin=dataclasses.replace(profile.twin, task=scene))
 
 
 def bytes_needed(profile: Profile, plan: RecordPlan) -> int:
@@ -133,12 +143,17 @@ class Session:
 
 
 def run_record(
-    profile_name: str, plan: RecordPlan, store_dir: Path, calibration_dir: Path | None, out: TextIO
+    profile_name: str,
+    plan: RecordPlan,
+    store_dir: Path,
+    calibration_dir: Path | None,
+    out: TextIO,
+    scene: Task | None = None,
 ) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    profile = load_profile(profile_name)
+    profile = with_scene(load_profile(profile_name), scene)
     store = Store(store_dir)
     for episode_id in store.recovered:
         say(f"episode {episode_id} was interrupted by a crash; what was written is kept, marked interrupted")

@@ -1,0 +1,84 @@
+"""`rig demo`: the appliance's whole job on the twin in one command — record, train, evaluate.
+
+The scripted operator records N episodes through the leader arms into a fresh store, `rig train`
+trains a small π0 on them, and `rig eval` lets the policy drive seeded scenes. Each stage is the
+ordinary command, run as a child process (so each owns the store and the devices in turn, and its
+own progress shows as it would on its own); a summary ends the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+INSTRUCTIONS = {"transfer_cube": "transfer the cube", "insertion": "insert the peg into the socket"}
+
+
+def add_demo_parser(commands: argparse._SubParsersAction, default_profile: str, data_dir: Path) -> None:
+    demo = commands.add_parser("demo", help="record → train → autonomous on the twin, in one command")
+    demo.add_argument("--episodes", type=int, default=4, help="scripted demonstrations to record")
+    demo.add_argument("--steps", type=int, default=200, help="training steps")
+    demo.add_argument("--task", choices=tuple(INSTRUCTIONS), default="transfer_cube")
+    demo.add_argument("--config", default="pi0-small", help="π0 size (pi0-tiny for a quick look)")
+    demo.add_argument("--batch-size", type=int, default=8)
+    demo.add_argument("--eval-episodes", type=int, default=3)
+    demo.add_argument("--episode-time", type=float, default=10.0, help="seconds per evaluation episode")
+    demo.add_argument("--profile", default=default_profile)
+    demo.add_argument("--store", type=Path, default=None, help=f"default: a new folder under {data_dir}")
+    demo.set_defaults(run=run_demo, data_dir=data_dir)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    store = args.store or args.data_dir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = store / "runs" / f"demo-{args.config}"
+    instruction = INSTRUCTIONS[args.task]
+    stages = {
+        "record": ["record", "--store", store, "--profile", args.profile, "--task", instruction,
+                   "--scene", args.task, "--episodes", args.episodes, "--countdown", 1],
+        "train": ["train", "--store", store, "--config", args.config, "--steps", args.steps,
+                  "--batch-size", args.batch_size, "--out", run, "--log-every", max(1, args.steps // 20)],
+        "eval": ["eval", "--checkpoint", run, "--episodes", args.eval_episodes, "--task", args.task,
+                 "--episode-time", args.episode_time, "--store", store, "--profile", args.profile],
+    }  # fmt: skip
+    took: dict[str, float] = {}
+    for number, (stage, command) in enumerate(stages.items(), 1):
+        print(f"== {number}/{len(stages)} {stage}: rig {' '.join(map(str, command))}", flush=True)
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "rig.cli", *map(str, command)], stdin=subprocess.DEVNULL
+        )
+        took[stage] = time.monotonic() - started
+        if result.returncode != 0:
+            print(
+                f"rig demo: the {stage} stage failed (exit {result.returncode}); see above", file=sys.stderr
+            )
+            return result.returncode
+    print(summary(store, run, took), flush=True)
+    return 0
+
+
+def summary(store: Path, run: Path, took: dict[str, float]) -> str:
+    from policy.checkpoint import latest_checkpoint
+    from recorder.catalogue import Catalogue
+
+    catalogue = Catalogue(store / "catalogue.db")
+    try:
+        recorded = catalogue.episodes(exclude_tag="eval")
+        evaluated = catalogue.episodes(tag="eval")
+    finally:
+        catalogue.close()
+    demos = sum(e.outcome == "success" for e in recorded)
+    wins = sum(e.outcome == "success" for e in evaluated)
+    rate = wins / len(evaluated) if evaluated else 0.0
+    return "\n".join(
+        [
+            "== summary",
+            f"recorded  {len(recorded)} episodes ({demos} successful demos) in {took['record']:.0f} s",
+            f"trained   {took['train']:.0f} s; checkpoint {latest_checkpoint(run)}",
+            f"autonomy  {wins}/{len(evaluated)} successful = {rate:.0%} in {took['eval']:.0f} s",
+            f"store     {store}  (rig episodes --store {store}; eval videos are tagged eval)",
+        ]
+    )
