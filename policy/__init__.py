@@ -1,1 +1,1 @@
-"""pi0: model, training, inference (issue 5)."""
+"""π0: the model, its weights, training, inference with real-time chunking, and the policy server."""

@@ -1,1 +1,1 @@
-"""The Textual operator app (issue 7)."""
+"""The Textual operator app: it reads the rig's published state and sends commands, never touching a bus."""
