@@ -18,20 +18,12 @@ DEFAULT_PROFILE = "aloha-sim"
 
 def _sim(args: argparse.Namespace) -> int:
     """Serve the twin standalone: ports and serials as `key value` lines, then run until interrupted."""
-    import dataclasses
 
     from hardware.profile import load_profile
     from hardware.sim.twin import Twin
+    from rig.commands.record import with_scene
 
-    profile = load_profile(args.profile)
-    if profile.twin is None:
-        print(
-            f"rig sim: profile {profile.name!r} is real hardware; use a twin profile such as aloha-sim",
-            file=sys.stderr,
-        )
-        return 2
-    if args.task:
-        profile = dataclasses.replace(profile, twin=dataclasses.replace(profile.twin, task=args.task))
+    profile = with_scene(load_profile(args.profile), args.task, twin_required=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -10,7 +10,6 @@ verdict as its outcome; training skips `eval` episodes.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -53,14 +52,7 @@ def run_eval(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    profile = load_profile(args.profile)
-    if profile.twin is None:
-        print(
-            f"rig eval: profile {profile.name} is not a twin; eval runs seeded scenes on the twin",
-            file=sys.stderr,
-        )
-        return 1
-    profile = with_scene(profile, args.task)
+    profile = with_scene(load_profile(args.profile), args.task, twin_required=True)
     twin = profile.twin
     assert twin is not None
     opened = open_policy_or_explain(args)

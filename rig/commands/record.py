@@ -45,12 +45,15 @@ class RecordPlan:
     countdown_s: float = 3.0
 
 
-def with_scene(profile: Profile, scene: Task | None) -> Profile:
-    """The profile with the twin set up for `scene` (a twin profile only; None leaves it as it is)."""
+def with_scene(profile: Profile, scene: Task | None, twin_required: bool = False) -> Profile:
+    """The profile with the twin set up for `scene` (None leaves it as it is); a hardware profile is
+    refused when a scene is asked for or the command only makes sense on the twin."""
+    if profile.twin is None:
+        if scene is None and not twin_required:
+            return profile
+        raise ProfileError(f"profile {profile.name} is real hardware; use a twin profile such as aloha-sim")
     if scene is None:
         return profile
-    if profile.twin is None:
-        raise ProfileError(f"profile {profile.name} is real hardware: a scene ({scene}) needs a twin profile")
     return dataclasses.replace(profile, twin=dataclasses.replace(profile.twin, task=scene))
 
 
