@@ -23,6 +23,7 @@ PROFILES_DIR = Path(__file__).parent / "profiles"
 
 
 Task = Literal["transfer_cube", "insertion"]  # the twin's tasks
+TASKS: tuple[Task, ...] = typing.get_args(Task)  # for command-line choices
 
 
 class ProfileError(ValueError):

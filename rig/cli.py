@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from hardware.profile import TASKS
 from rig import __version__
 from rig.paths import data_dir
 
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = commands.add_parser("sim", help="serve the simulated twin's servo ports and cameras")
     sim.add_argument("--profile", default=DEFAULT_PROFILE)
-    sim.add_argument("--task", choices=("transfer_cube", "insertion"))
+    sim.add_argument("--task", choices=TASKS)
     sim.add_argument("--seed", type=int, default=None, help="object placement seed")
     sim.add_argument(
         "--duration", type=float, default=None, help="stop after this many seconds (default: run until ^C)"
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     teleop = commands.add_parser("teleop", help="headless teleoperation with a live status line")
     teleop.add_argument("--profile", default=DEFAULT_PROFILE)
     teleop.add_argument("--seconds", type=float, default=None, help="stop after this long on the rig clock")
-    teleop.add_argument("--task", choices=("transfer_cube", "insertion"), help="the twin operator's task")
+    teleop.add_argument("--task", choices=TASKS, help="the twin operator's task")
     teleop.add_argument("--calibration-dir", type=Path, default=None)
     teleop.add_argument(
         "--no-cameras",
@@ -234,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_teleop = what.add_parser("teleop", help="success rate of scripted teleop episodes on the twin")
     bench_teleop.add_argument("--profile", default=DEFAULT_PROFILE)
     bench_teleop.add_argument("--episodes", type=int, default=20)
-    bench_teleop.add_argument("--task", choices=("transfer_cube", "insertion"))
+    bench_teleop.add_argument("--task", choices=TASKS)
     bench_teleop.set_defaults(run=_bench)
     bench_record = what.add_parser("record", help="encode synthetic camera streams as recording would")
     bench_record.add_argument("--cameras", type=int, default=3)
@@ -294,9 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--countdown", type=float, default=3.0, help="seconds of countdown before each episode"
     )
     record.add_argument("--calibration-dir", type=Path, default=None)
-    record.add_argument(
-        "--scene", choices=("transfer_cube", "insertion"), default=None, help="on the twin: the task's scene"
-    )
+    record.add_argument("--scene", choices=TASKS, default=None, help="on the twin: the task's scene")
     record.set_defaults(run=_record)
 
     with_store(commands.add_parser("episodes", help="list the recorded episodes")).set_defaults(run=_episodes)

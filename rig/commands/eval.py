@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hardware.devices import open_devices
-from hardware.profile import load_profile
+from hardware.profile import TASKS, load_profile
 from recorder.store import Store
 from rig.commands.autonomy import (
     AutonomySession,
@@ -36,9 +36,7 @@ def add_eval_parser(commands: argparse._SubParsersAction, default_profile: str, 
     evaluate = commands.add_parser("eval", help="success rate of a policy over seeded episodes on the twin")
     add_policy_arguments(evaluate)
     evaluate.add_argument("--episodes", type=int, default=10)
-    evaluate.add_argument(
-        "--task", choices=("transfer_cube", "insertion"), default=None, help="default: the profile's"
-    )
+    evaluate.add_argument("--task", choices=TASKS, default=None, help="default: the profile's")
     evaluate.add_argument("--prompt", default=None, help="default: the task the policy was trained on")
     evaluate.add_argument("--episode-time", type=float, default=10.0, help="seconds per episode (simulated)")
     evaluate.add_argument("--profile", default=default_profile)
