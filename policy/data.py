@@ -182,6 +182,9 @@ def make_loader(
         collate_fn=collate,
         drop_last=True,
         persistent_workers=workers > 0,
+        # Forking a process that already runs torch's and FFmpeg's threads can crash the child
+        # (a segfault seen on CI); spawned workers start clean and persist across epochs.
+        multiprocessing_context="spawn" if workers > 0 else None,
     )
     if not len(loader):
         raise ValueError(

@@ -149,7 +149,8 @@ def test_a_servo_that_stops_answering_is_reported_not_fatal(backend: RigBackend)
     twin = backend.devices.twin
     assert twin is not None
     twin.chains["follower_left"].drop(4)
-    state = until(backend, lambda s: bool(s.bus_errors))
+    # the fault shows in a step a tick or two before the loop's switch to idle does
+    state = until(backend, lambda s: bool(s.bus_errors) and s.mode == "idle")
     assert "follower_left" in state.bus_errors[0] and state.mode == "idle"
     twin.chains["follower_left"].drop(4, dropped=False)
     until(backend, lambda s: not s.bus_errors)
