@@ -1,18 +1,24 @@
-"""What a training run shows and keeps: a progress line, a loss log (CSV) and a loss-curve PNG."""
+"""What a training run shows and keeps: a progress line, a loss log (CSV) and a loss-curve PNG, and
+the evaluations of its checkpoints (`rig eval` appends to `eval.csv`) with a success-curve PNG."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 LOSS_LOG = "loss.csv"
 LOSS_PLOT = "loss.png"
 COLUMNS = ("step", "loss", "lr", "grad_norm", "step_s", "samples_per_s")
+EVAL_LOG = "eval.csv"
+SUCCESS_PLOT = "success.png"
 
 
 @dataclass
@@ -85,21 +91,118 @@ def plot_loss(run: Path) -> Path | None:
     rows = read_loss_log(run / LOSS_LOG)
     if not rows:
         return None
+    with _figure(run / LOSS_PLOT, run.name, "flow-matching loss") as axes:
+        axes.plot([r["step"] for r in rows], [r["loss"] for r in rows], linewidth=1)
+        if all(r["loss"] > 0 for r in rows):
+            axes.set_yscale("log")
+    return run / LOSS_PLOT
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One `rig eval` of one checkpoint: successes out of episodes, with a 95 % interval."""
+
+    step: int
+    task: str
+    episodes: int
+    successes: int
+    ci_low: float
+    ci_high: float
+    seed: int
+    strategy: str
+    wall_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.successes / max(self.episodes, 1)
+
+
+def append_eval(run: Path, result: EvalResult) -> None:
+    path = run / EVAL_LOG
+    fields = [f.name for f in dataclasses.fields(EvalResult)]
+    new = not path.exists()
+    with path.open("a", newline="") as file:
+        writer = csv.writer(file)
+        if new:
+            writer.writerow(fields)
+        writer.writerow([getattr(result, name) for name in fields])
+
+
+def read_eval_log(path: Path) -> list[EvalResult]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as file:
+        return [
+            EvalResult(
+                step=int(row["step"]),
+                task=row["task"],
+                episodes=int(row["episodes"]),
+                successes=int(row["successes"]),
+                ci_low=float(row["ci_low"]),
+                ci_high=float(row["ci_high"]),
+                seed=int(row["seed"]),
+                strategy=row["strategy"],
+                wall_s=float(row["wall_s"]),
+            )
+            for row in csv.DictReader(file)
+        ]
+
+
+def plot_success(run: Path) -> Path | None:
+    """Success rate against training step, one line per task, with the 95 % intervals as bars
+    (evaluations of one step are pooled: two 10-episode runs count as one of 20)."""
+    results = read_eval_log(run / EVAL_LOG)
+    if not results:
+        return None
+    with _figure(run / SUCCESS_PLOT, run.name, "success rate") as axes:
+        for task in sorted({r.task for r in results}):
+            pooled = _pool([r for r in results if r.task == task])
+            steps = [p.step for p in pooled]
+            rates = [p.rate for p in pooled]
+            errors = [[p.rate - p.ci_low for p in pooled], [p.ci_high - p.rate for p in pooled]]
+            label = f"{task} ({'/'.join(str(p.episodes) for p in pooled)} episodes)"
+            axes.errorbar(steps, rates, yerr=errors, marker="o", capsize=3, linewidth=1, label=label)
+        axes.set_ylim(-0.02, 1.02)
+        axes.legend(loc="upper left", fontsize="small")
+    return run / SUCCESS_PLOT
+
+
+def _pool(results: list[EvalResult]) -> list[EvalResult]:
+    pooled = []
+    for step in sorted({r.step for r in results}):
+        same = [r for r in results if r.step == step]
+        n, k = sum(r.episodes for r in same), sum(r.successes for r in same)
+        low, high = wilson_interval(k, n)
+        pooled.append(dataclasses.replace(same[0], episodes=n, successes=k, ci_low=low, ci_high=high))
+    return pooled
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate: honest at 0/n and n/n, unlike p ± z·se."""
+    if trials <= 0:
+        return 0.0, 1.0
+    p = successes / trials
+    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@contextmanager
+def _figure(path: Path, title: str, ylabel: str) -> Iterator[Any]:
+    """A step-axis figure saved to `path` when the block ends."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
     figure, axes = pyplot.subplots(figsize=(7, 3.5), dpi=100)
-    axes.plot([r["step"] for r in rows], [r["loss"] for r in rows], linewidth=1)
-    axes.set_xlabel("step")
-    axes.set_ylabel("flow-matching loss")
-    if all(r["loss"] > 0 for r in rows):
-        axes.set_yscale("log")
-    axes.grid(alpha=0.3)
-    axes.set_title(run.name)
-    figure.tight_layout()
-    path = run / LOSS_PLOT
-    figure.savefig(path)
-    pyplot.close(figure)
-    return path
+    try:
+        yield axes
+        axes.set_xlabel("step")
+        axes.set_ylabel(ylabel)
+        axes.grid(alpha=0.3)
+        axes.set_title(title)
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        pyplot.close(figure)

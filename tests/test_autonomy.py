@@ -4,6 +4,7 @@ takes over by moving a leader (recorded as a labeled segment), and a dead policy
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ from hardware.devices import Devices, open_devices
 from hardware.profile import load_profile
 from policy.client import PolicyClient
 from policy.infer import LocalPolicy
+from policy.progress import read_eval_log
 from policy.scheduler import ActionScheduler, SchedulerConfig
 from policy.server import PolicyServer
 from recorder.catalogue import Catalogue
@@ -133,9 +135,10 @@ RIG = [sys.executable, "-m", "rig.cli"]
 
 
 def test_rig_eval_runs_seeded_episodes_and_keeps_them_tagged(checkpoint: Path, tmp_path: Path) -> None:
-    store = tmp_path / "store"
+    store, run = tmp_path / "store", tmp_path / "run"
+    shutil.copytree(checkpoint.parent.parent, run)  # the eval is logged into the run folder
     result = subprocess.run(
-        [*RIG, "eval", "--checkpoint", str(checkpoint), "--episodes", "1", "--episode-time", "1",
+        [*RIG, "eval", "--checkpoint", str(run), "--episodes", "1", "--episode-time", "1",
          "--store", str(store)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -146,6 +149,9 @@ def test_rig_eval_runs_seeded_episodes_and_keeps_them_tagged(checkpoint: Path, t
     assert episode.tags == ("eval",) and episode.outcome in ("success", "failure")
     # An untrained policy may plan nonsense that is rejected (the episode then ends early, held).
     assert episode.steps >= 1 and (store / "episodes" / f"{episode.id:06d}" / "cam_high.mp4").exists()
+    (logged,) = read_eval_log(run / "eval.csv")
+    assert (logged.step, logged.task, logged.episodes) == (1, "transfer_cube", 1)
+    assert logged.successes == (episode.outcome == "success") and (run / "success.png").stat().st_size > 1000
 
 
 def test_rig_run_refuses_a_missing_checkpoint_in_one_line(tmp_path: Path) -> None:

@@ -161,14 +161,3 @@ def start_row(devices: Devices) -> np.ndarray:
     assert devices.twin is not None
     world = devices.twin.world
     return plan_demonstration(world.task, world.object_poses()).leader[0]
-
-
-def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % confidence interval of a success rate (Wilson score; sane at 0 and at 100 %)."""
-    if trials == 0:
-        return 0.0, 1.0
-    p = successes / trials
-    denominator = 1 + z * z / trials
-    centre = (p + z * z / (2 * trials)) / denominator
-    spread = z * np.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
-    return max(0.0, centre - spread), min(1.0, centre + spread)

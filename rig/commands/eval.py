@@ -4,7 +4,8 @@ Per episode: the scene is reset with the episode's seed, the followers return (t
 the twin's leaders held at the demonstrations' start pose) to where the recorded demonstrations
 began, then the policy drives for the episode time or until the task is done. Every episode is
 recorded into the store as an ordinary episode tagged `eval` (video included), with the twin's
-verdict as its outcome; training skips `eval` episodes.
+verdict as its outcome; training skips `eval` episodes. A checkpoint's result is appended to its
+run's `eval.csv`, and the run's `success.png` redrawn: the success curve against training steps.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from hardware.devices import open_devices
 from hardware.profile import TASKS, load_profile
+from policy.progress import EVAL_LOG, EvalResult, append_eval, plot_success, wilson_interval
 from recorder.store import Store
 from rig.commands.autonomy import (
     AutonomySession,
@@ -24,7 +26,6 @@ from rig.commands.autonomy import (
     make_scheduler,
     open_policy_or_explain,
     start_row,
-    wilson_interval,
 )
 from rig.commands.record import with_scene
 from rig.teleop import load_calibrations
@@ -103,9 +104,28 @@ def run_eval(args: argparse.Namespace) -> int:
             operator.stop()
             loop.stop()
     low, high = wilson_interval(successes, args.episodes)
+    wall_s = time.monotonic() - started
     say(
         f"success {successes}/{args.episodes} = {successes / max(args.episodes, 1):.0%} "
-        f"(95 % CI {low:.0%}–{high:.0%}); {time.monotonic() - started:.0f} s; "
+        f"(95 % CI {low:.0%}–{high:.0%}); {wall_s:.0f} s; "
         f"videos: `rig episodes --store {args.store}` (tagged eval)"
     )
+    run = _run_folder(args.checkpoint)
+    if run is not None:
+        result = EvalResult(
+            info.step, twin.task, args.episodes, successes, low, high, args.seed, args.strategy, wall_s
+        )
+        append_eval(run, result)
+        say(f"logged to {run / EVAL_LOG}; success curve {plot_success(run)}")
     return 0
+
+
+def _run_folder(checkpoint: Path | None) -> Path | None:
+    """The training run a checkpoint belongs to, where its evaluations are logged (None for a
+    policy server or a loose checkpoint folder)."""
+    from policy.checkpoint import CHECKPOINTS, resolve_checkpoint
+
+    if checkpoint is None:
+        return None
+    folder = resolve_checkpoint(checkpoint)
+    return folder.parent.parent if folder.parent.name == CHECKPOINTS else None
