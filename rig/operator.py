@@ -43,6 +43,14 @@ TIP_CLEARANCE = 0.004  # how far above the table the fingertips stop when graspi
 # A stiff weld between mocap and gripper (the MJCF's is soft: solref 0.01 1, solimp .25 .25 .001).
 WELD_SOLREF = (0.005, 1.0)
 WELD_SOLIMP = (0.95, 0.99, 0.001)
+# Springs (N·m/rad) pulling the two roll joints toward the start pose, per task. With the wrist
+# straight (the forearm in line with the pitched-down gripper), forearm roll and wrist rotate turn
+# about one axis, so the weld leaves (a, −a) free; unheld, physics drifts there to ±π at random,
+# and demonstrations of one scene come in three joint-space variants that look alike on camera —
+# an ambiguity no policy should have to learn. For insertion the spring costs the peg grasp in
+# most scenes, so its demonstrations keep the variants (to do: a grasp pitch off the singularity).
+ROLL_SPRING: Mapping[str, float] = MappingProxyType({"transfer_cube": 20.0, "insertion": 0.0})
+ROLL_JOINTS = ("forearm_roll", "wrist_rotate")
 
 
 # ---------------------------------------------------------------------------- the demonstration
@@ -318,6 +326,10 @@ class EndEffectorSim:
         m.eq_solref[:] = WELD_SOLREF
         m.eq_solimp[:, :3] = WELD_SOLIMP
         self._qadr = {arm: self._qpos_addresses(arm) for arm in ARMS}
+        for arm, joint in itertools.product(ARMS, ROLL_JOINTS):
+            jid = m.joint(f"vx300s_{arm}/{joint}").id
+            m.jnt_stiffness[jid] = ROLL_SPRING[task]
+            m.qpos_spring[m.jnt_qposadr[jid]] = START_POSE[ARM_JOINTS.index(joint)]
         self._links = {arm: m.body(f"vx300s_{arm}/gripper_link").id for arm in ARMS}
         self._mocap = {arm: int(m.body_mocapid[m.body(f"mocap_{arm}").id]) for arm in ARMS}
         # The finger actuators, in the MJCF's order: left arm (left, right finger), then right arm.

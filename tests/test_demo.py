@@ -27,4 +27,6 @@ def test_rig_demo_records_trains_and_evaluates(tmp_path: Path) -> None:
     assert "recorded  2 episodes" in result.stdout and "autonomy  " in result.stdout
     catalogue = Catalogue(store / "catalogue.db")
     assert len(catalogue.episodes(exclude_tag="eval")) == 2 and len(catalogue.episodes(tag="eval")) == 1
-    assert latest_checkpoint(store / "runs" / "demo-pi0-tiny") is not None
+    run = store / "runs" / "demo-pi0-tiny"
+    assert latest_checkpoint(run) is not None
+    assert (run / "loss.png").exists() and (run / "success.png").exists()

@@ -77,6 +77,18 @@ def test_planned_transfer_ends_with_the_box_in_the_left_gripper(
     assert demo.at(demo.duration)[13] > 0.9  # right gripper open
 
 
+def test_transfer_demonstrations_keep_the_roll_joints_near_their_start() -> None:
+    """With the wrist straight, forearm roll and wrist rotate turn about one axis; unheld, the plan
+    drifted along (a, −a) to ±π at random: three joint-space variants of one scene."""
+    task = "transfer_cube"
+    world = World(task, seed=0)
+    rolls = [3, 5, 10, 12]  # forearm roll and wrist rotate of each arm in a leader row
+    for seed in range(4):
+        world.scatter_objects(seed)
+        leader = plan_demonstration(task, world.object_poses()).leader
+        assert np.abs(leader[:, rolls]).max() < 2.0, seed  # a planned quarter turn, never ±π
+
+
 @pytest.fixture
 def twin() -> Iterator[Twin]:
     with Twin(sim_profile(), lockstep=True, seed=0) as twin:

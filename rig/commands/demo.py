@@ -62,6 +62,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def summary(store: Path, run: Path, took: dict[str, float]) -> str:
     from policy.checkpoint import latest_checkpoint
+    from policy.progress import LOSS_PLOT, SUCCESS_PLOT
     from recorder.catalogue import Catalogue
 
     catalogue = Catalogue(store / "catalogue.db")
@@ -78,6 +79,7 @@ def summary(store: Path, run: Path, took: dict[str, float]) -> str:
             "== summary",
             f"recorded  {len(recorded)} episodes ({demos} successful demos) in {took['record']:.0f} s",
             f"trained   {took['train']:.0f} s; checkpoint {latest_checkpoint(run)}",
+            f"curves    {run / LOSS_PLOT}, {run / SUCCESS_PLOT}",
             f"autonomy  {wins}/{len(evaluated)} successful = {rate:.0%} in {took['eval']:.0f} s",
             f"store     {store}  (rig episodes --store {store}; eval videos are tagged eval)",
         ]
