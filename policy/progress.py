@@ -149,18 +149,18 @@ def read_eval_log(path: Path) -> list[EvalResult]:
 
 
 def plot_success(run: Path) -> Path | None:
-    """Success rate against training step, one line per task, with the 95 % intervals as bars
+    """Success rate against training step, one line per task and strategy, 95 % intervals as bars
     (evaluations of one step are pooled: two 10-episode runs count as one of 20)."""
     results = read_eval_log(run / EVAL_LOG)
     if not results:
         return None
     with _figure(run / SUCCESS_PLOT, run.name, "success rate") as axes:
-        for task in sorted({r.task for r in results}):
-            pooled = _pool([r for r in results if r.task == task])
+        for task, strategy in sorted({(r.task, r.strategy) for r in results}):
+            pooled = _pool([r for r in results if (r.task, r.strategy) == (task, strategy)])
             steps = [p.step for p in pooled]
             rates = [p.rate for p in pooled]
             errors = [[p.rate - p.ci_low for p in pooled], [p.ci_high - p.rate for p in pooled]]
-            label = f"{task} ({'/'.join(str(p.episodes) for p in pooled)} episodes)"
+            label = f"{task}, {strategy} ({'/'.join(str(p.episodes) for p in pooled)} episodes)"
             axes.errorbar(steps, rates, yerr=errors, marker="o", capsize=3, linewidth=1, label=label)
         axes.set_ylim(-0.02, 1.02)
         axes.legend(loc="upper left", fontsize="small")
