@@ -93,6 +93,11 @@ def checkpoint_dir(run: Path, step: int) -> Path:
     return run / CHECKPOINTS / f"{step:08d}"
 
 
+def run_of(checkpoint: Path) -> Path | None:
+    """The run folder a checkpoint folder belongs to (None for a checkpoint kept on its own)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else None
+
+
 def save_checkpoint(
     folder: Path, weights: Mapping[str, torch.Tensor], meta: CheckpointMeta, state: TrainState | None = None
 ) -> Path:

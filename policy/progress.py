@@ -8,6 +8,7 @@ import dataclasses
 import math
 import sys
 import time
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -131,19 +132,10 @@ def append_eval(run: Path, result: EvalResult) -> None:
 def read_eval_log(path: Path) -> list[EvalResult]:
     if not path.exists():
         return []
+    types = typing.get_type_hints(EvalResult)  # each column parsed as its field's type
     with path.open(newline="") as file:
         return [
-            EvalResult(
-                step=int(row["step"]),
-                task=row["task"],
-                episodes=int(row["episodes"]),
-                successes=int(row["successes"]),
-                ci_low=float(row["ci_low"]),
-                ci_high=float(row["ci_high"]),
-                seed=int(row["seed"]),
-                strategy=row["strategy"],
-                wall_s=float(row["wall_s"]),
-            )
+            EvalResult(**{name: kind(row[name]) for name, kind in types.items()})
             for row in csv.DictReader(file)
         ]
 

@@ -16,8 +16,8 @@ from hardware.dynamixel.bus import DynamixelBus
 from hardware.dynamixel.control_table import CENTER_TICK, TICKS_PER_REV
 from hardware.profile import Profile, load_profile
 from hardware.sim.twin import Twin
-from hardware.sim.world import START_POSE, World
-from rig.operator import Demonstration, ScriptedOperator, plan_demonstration, run_plan
+from hardware.sim.world import ARM_JOINTS, START_POSE, World
+from rig.operator import ROLL_JOINTS, ROW, Demonstration, ScriptedOperator, plan_demonstration, run_plan
 
 T = TypeVar("T")
 
@@ -82,7 +82,7 @@ def test_transfer_demonstrations_keep_the_roll_joints_near_their_start() -> None
     drifted along (a, −a) to ±π at random: three joint-space variants of one scene."""
     task = "transfer_cube"
     world = World(task, seed=0)
-    rolls = [3, 5, 10, 12]  # forearm roll and wrist rotate of each arm in a leader row
+    rolls = [arm * ROW + ARM_JOINTS.index(joint) for arm in range(2) for joint in ROLL_JOINTS]
     for seed in range(4):
         world.scatter_objects(seed)
         leader = plan_demonstration(task, world.object_poses()).leader

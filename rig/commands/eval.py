@@ -110,7 +110,7 @@ def run_eval(args: argparse.Namespace) -> int:
         f"(95 % CI {low:.0%}–{high:.0%}); {wall_s:.0f} s; "
         f"videos: `rig episodes --store {args.store}` (tagged eval)"
     )
-    run = _run_folder(args.checkpoint)
+    run = _run_of(args.checkpoint)
     if run is not None:
         result = EvalResult(
             info.step, twin.task, args.episodes, successes, low, high, args.seed, args.strategy, wall_s
@@ -120,12 +120,8 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_folder(checkpoint: Path | None) -> Path | None:
-    """The training run a checkpoint belongs to, where its evaluations are logged (None for a
-    policy server or a loose checkpoint folder)."""
-    from policy.checkpoint import CHECKPOINTS, resolve_checkpoint
+def _run_of(checkpoint: Path | None) -> Path | None:
+    """Where a `--checkpoint`'s evaluations are logged: its run folder (None for a policy server)."""
+    from policy.checkpoint import resolve_checkpoint, run_of
 
-    if checkpoint is None:
-        return None
-    folder = resolve_checkpoint(checkpoint)
-    return folder.parent.parent if folder.parent.name == CHECKPOINTS else None
+    return None if checkpoint is None else run_of(resolve_checkpoint(checkpoint))
