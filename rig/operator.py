@@ -43,13 +43,29 @@ TIP_CLEARANCE = 0.004  # how far above the table the fingertips stop when graspi
 # A stiff weld between mocap and gripper (the MJCF's is soft: solref 0.01 1, solimp .25 .25 .001).
 WELD_SOLREF = (0.005, 1.0)
 WELD_SOLIMP = (0.95, 0.99, 0.001)
-# Springs (N·m/rad) pulling the two roll joints toward the start pose, per task. With the wrist
-# straight (the forearm in line with the pitched-down gripper), forearm roll and wrist rotate turn
-# about one axis, so the weld leaves (a, −a) free; unheld, physics drifts there to ±π at random,
-# and demonstrations of one scene come in three joint-space variants that look alike on camera —
-# an ambiguity no policy should have to learn. For insertion the spring costs the peg grasp in
-# most scenes, so its demonstrations keep the variants (to do: a grasp pitch off the singularity).
-ROLL_SPRING: Mapping[str, float] = MappingProxyType({"transfer_cube": 20.0, "insertion": 0.0})
+
+
+@dataclass(frozen=True)
+class RollHold:
+    """How the end-effector scene holds an arm's two roll joints (forearm roll, wrist rotate).
+
+    Every plan starts with the wrist bent slightly (the start pose) and soon needs it bent the other
+    way, so the wrist passes straight. There the two roll joints turn about one axis and the weld
+    leaves (a, −a) free: unheld, the arm spins along it to ±π at random, and demonstrations of one
+    scene come in three joint-space variants (a = 0, +π, −π) that look alike on camera — an
+    ambiguity no policy should have to learn. A spring (N·m/rad) pulls them toward the start pose;
+    damping (N·m·s/rad) only slows them, so the arm crosses the straight wrist before it spins.
+    """
+
+    spring: float = 0.0
+    damping: float = 0.0
+
+
+# Per task: transfer cube's grasp tolerates the spring; insertion's thin peg does not (the spring
+# fights the weld and the grasp misses), so there damping holds the crossing (17/20 plans join).
+ROLL_HOLD: Mapping[str, RollHold] = MappingProxyType(
+    {"transfer_cube": RollHold(spring=20.0), "insertion": RollHold(damping=10.0)}
+)
 ROLL_JOINTS = ("forearm_roll", "wrist_rotate")
 
 
@@ -328,7 +344,8 @@ class EndEffectorSim:
         self._qadr = {arm: self._qpos_addresses(arm) for arm in ARMS}
         for arm, joint in itertools.product(ARMS, ROLL_JOINTS):
             jid = m.joint(f"vx300s_{arm}/{joint}").id
-            m.jnt_stiffness[jid] = ROLL_SPRING[task]
+            m.jnt_stiffness[jid] = ROLL_HOLD[task].spring
+            m.dof_damping[m.jnt_dofadr[jid]] += ROLL_HOLD[task].damping
             m.qpos_spring[m.jnt_qposadr[jid]] = START_POSE[ARM_JOINTS.index(joint)]
         self._links = {arm: m.body(f"vx300s_{arm}/gripper_link").id for arm in ARMS}
         self._mocap = {arm: int(m.body_mocapid[m.body(f"mocap_{arm}").id]) for arm in ARMS}

@@ -77,16 +77,16 @@ def test_planned_transfer_ends_with_the_box_in_the_left_gripper(
     assert demo.at(demo.duration)[13] > 0.9  # right gripper open
 
 
-def test_transfer_demonstrations_keep_the_roll_joints_near_their_start() -> None:
+@pytest.mark.parametrize("task", ["transfer_cube", "insertion"])
+def test_demonstrations_keep_the_roll_joints_near_their_start(task: str) -> None:
     """With the wrist straight, forearm roll and wrist rotate turn about one axis; unheld, the plan
-    drifted along (a, −a) to ±π at random: three joint-space variants of one scene."""
-    task = "transfer_cube"
+    spun along (a, −a) to ±π at random: three joint-space variants of one scene."""
     world = World(task, seed=0)
     rolls = [arm * ROW + ARM_JOINTS.index(joint) for arm in range(2) for joint in ROLL_JOINTS]
     for seed in range(4):
         world.scatter_objects(seed)
         leader = plan_demonstration(task, world.object_poses()).leader
-        assert np.abs(leader[:, rolls]).max() < 2.0, seed  # a planned quarter turn, never ±π
+        assert np.abs(leader[:, rolls]).max() < 2.0, seed  # planned turns, never ±π
 
 
 @pytest.fixture
