@@ -62,7 +62,8 @@ class RollHold:
 
 
 # Per task: transfer cube's grasp tolerates the spring; insertion's thin peg does not (the spring
-# fights the weld and the grasp misses), so there damping holds the crossing (17/20 plans join).
+# fights the weld and the grasp misses), so there damping holds the crossing: the operator then
+# inserts the peg in 50/50 seeded episodes (`rig bench teleop --task insertion --episodes 50`).
 ROLL_HOLD: Mapping[str, RollHold] = MappingProxyType(
     {"transfer_cube": RollHold(spring=20.0), "insertion": RollHold(damping=10.0)}
 )
