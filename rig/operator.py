@@ -343,10 +343,11 @@ class EndEffectorSim:
         m.eq_solref[:] = WELD_SOLREF
         m.eq_solimp[:, :3] = WELD_SOLIMP
         self._qadr = {arm: self._qpos_addresses(arm) for arm in ARMS}
+        hold = ROLL_HOLD[task]
         for arm, joint in itertools.product(ARMS, ROLL_JOINTS):
             jid = m.joint(f"vx300s_{arm}/{joint}").id
-            m.jnt_stiffness[jid] = ROLL_HOLD[task].spring
-            m.dof_damping[m.jnt_dofadr[jid]] += ROLL_HOLD[task].damping
+            m.jnt_stiffness[jid] = hold.spring
+            m.dof_damping[m.jnt_dofadr[jid]] += hold.damping
             m.qpos_spring[m.jnt_qposadr[jid]] = START_POSE[ARM_JOINTS.index(joint)]
         self._links = {arm: m.body(f"vx300s_{arm}/gripper_link").id for arm in ARMS}
         self._mocap = {arm: int(m.body_mocapid[m.body(f"mocap_{arm}").id]) for arm in ARMS}

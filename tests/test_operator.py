@@ -16,7 +16,7 @@ from hardware.dynamixel.bus import DynamixelBus
 from hardware.dynamixel.control_table import CENTER_TICK, TICKS_PER_REV
 from hardware.profile import Profile, load_profile
 from hardware.sim.twin import Twin
-from hardware.sim.world import ARM_JOINTS, START_POSE, World
+from hardware.sim.world import ARM_JOINTS, START_POSE, TASKS, World
 from rig.operator import ROLL_JOINTS, ROW, Demonstration, ScriptedOperator, plan_demonstration, run_plan
 
 T = TypeVar("T")
@@ -77,7 +77,7 @@ def test_planned_transfer_ends_with_the_box_in_the_left_gripper(
     assert demo.at(demo.duration)[13] > 0.9  # right gripper open
 
 
-@pytest.mark.parametrize("task", ["transfer_cube", "insertion"])
+@pytest.mark.parametrize("task", TASKS)
 def test_demonstrations_keep_the_roll_joints_near_their_start(task: str) -> None:
     """With the wrist straight, forearm roll and wrist rotate turn about one axis; unheld, the plan
     spun along (a, −a) to ±π at random: three joint-space variants of one scene."""
