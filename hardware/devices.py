@@ -2,12 +2,15 @@
 way: a serial port per arm, a directory of RealSense cameras, and the clock to schedule on.
 
 This is the one place that knows whether the rig is the twin. Code above `hardware/` asks for
-`open_devices(profile)` and drives what it gets through the real drivers.
+`open_devices(profile)` and drives what it gets through the real drivers, with the clocks it is
+given: `clock` to schedule on, and per arm a `reply_clocks` entry for the bus's reply timeout (the
+twin's servo chains answer from a thread, so on a loaded machine the wall clock would call a reply
+late that the twin's world never waited for).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -29,6 +32,8 @@ class Devices:
     twin: Twin | None = field(
         default=None, repr=False
     )  # the operator's handle on a simulated rig; None on hardware
+    # Arm name -> the clock (s) its bus's reply timeout runs on; an arm without one uses the wall clock.
+    reply_clocks: Mapping[str, Callable[[], float]] = field(default_factory=dict)
 
     def close(self) -> None:
         if self.twin is not None:
@@ -60,4 +65,5 @@ def open_devices(profile: Profile, lockstep: bool | None = None) -> Devices:
         cameras=CameraDirectory(software_devices=twin.camera_devices),
         clock=twin.clock if twin.lockstep else WallClock(),
         twin=twin,
+        reply_clocks=MappingProxyType({name: chain.quiet_time for name, chain in twin.chains.items()}),
     )

@@ -26,6 +26,10 @@ class Pi0Inputs:
             **{f.name: getattr(self, f.name).to(device, non_blocking=True) for f in fields(self)}
         )
 
+    def pin_memory(self) -> Pi0Inputs:
+        """Page-locked copies (the DataLoader calls this with pin_memory), so `to(cuda)` is asynchronous."""
+        return Pi0Inputs(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
+
     def select(self, index: slice | torch.Tensor) -> Pi0Inputs:
         """A sub-batch (e.g. one DDP rank's share)."""
         return Pi0Inputs(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -44,6 +48,14 @@ class TrainingBatch:
             self.actions.to(device, non_blocking=True),
             self.action_is_pad.to(device, non_blocking=True),
             self.action_dim_mask.to(device, non_blocking=True),
+        )
+
+    def pin_memory(self) -> TrainingBatch:
+        return TrainingBatch(
+            self.inputs.pin_memory(),
+            self.actions.pin_memory(),
+            self.action_is_pad.pin_memory(),
+            self.action_dim_mask.pin_memory(),
         )
 
     def select(self, index: slice | torch.Tensor) -> TrainingBatch:

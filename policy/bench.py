@@ -10,6 +10,7 @@ count comes from a model built on the `meta` device, which allocates nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import platform
 import time
@@ -19,12 +20,14 @@ from typing import Literal, TypeVar
 
 import numpy as np
 import torch
-from torch import nn
 
-from policy.batch import Pi0Inputs
+from policy.batch import Pi0Inputs, TrainingBatch
 from policy.config import Pi0Config, get_config
-from policy.gemma import RMSNorm
+from policy.fast_inference import to_bf16_for_inference
 from policy.pi0 import Pi0, PrefixCache, sample_flow_time
+from policy.precision import Precision, autocast, uses_bf16
+from policy.train import TrainSettings
+from policy.transform import DEFAULT_VIEWS
 
 Dtype = Literal["fp32", "bf16", "bf16-weights"]
 DTYPES: tuple[Dtype, ...] = ("fp32", "bf16", "bf16-weights")
@@ -47,14 +50,15 @@ class BenchRefused(ValueError):
 @dataclass(frozen=True)
 class PolicyBenchSettings:
     config: str = "pi0-small"
-    cameras: int = 3
+    cameras: int = len(DEFAULT_VIEWS)  # image slots; rig train's default views
     batch: int = 1
     repeats: int = 10
     warmup: int = 2
-    train_batch: int = 8  # 0: no training figure
+    train_batch: int = TrainSettings.batch_size  # 0: no training figure
     train_steps: int = 3
+    compile: bool = True  # in the default recipe, as rig train compiles a long run
     device: str | None = None  # None: CUDA when there is one, else the CPU
-    dtype: Dtype | None = None  # None: bf16 on CUDA, fp32 on the CPU
+    dtype: Dtype | None = None  # None: bf16 where it is fast (policy.precision), else fp32
     allow_slow: bool = False
     params_only: bool = False
     seed: int = 0
@@ -95,10 +99,34 @@ class ChunkLatency:
 
 
 @dataclass(frozen=True)
+class Recipe:
+    """How a training step is run: what `rig train` does by default, or the plain baseline."""
+
+    name: str
+    precision: Precision
+    compile: bool
+    fused_optimizer: bool
+
+
+PLAIN = Recipe("plain fp32 eager step", "fp32", False, False)
+
+
+@dataclass(frozen=True)
 class TrainThroughput:
+    recipe: Recipe
     samples_per_s: float
+    samples_per_cpu_s: float  # per second of this process's CPU time, all threads together
     step_s: float
+    gflop_per_cpu_s: float  # the step's floating-point work per CPU-second
     peak_memory_bytes: int | None  # CUDA only
+
+
+@dataclass(frozen=True)
+class MatmulRate:
+    """A 1024² matrix product on the same threads, the ceiling a step's matmuls can approach."""
+
+    fp32_gflop_per_cpu_s: float
+    bf16_gflop_per_cpu_s: float
 
 
 @dataclass(frozen=True)
@@ -109,7 +137,8 @@ class PolicyBenchReport:
     dtype: str  # what ran, with the reason where it differs from what was asked
     params: ParameterCount
     chunk: ChunkLatency | None  # None with params_only
-    train: TrainThroughput | None  # None with params_only or train_batch 0
+    train: tuple[TrainThroughput, ...] = ()  # rig train's default recipe, then the plain baseline
+    matmul: MatmulRate | None = None
 
     def __str__(self) -> str:
         s, c = self.settings, self.config
@@ -132,13 +161,26 @@ class PolicyBenchReport:
                 f"  total      {_timing(self.chunk.total)}",
             ]
             lines += _memory(self.chunk.peak_memory_bytes)
-        if self.train is not None:
+        if self.train:
             lines.append(
-                f"training (loss, backward, AdamW): batch {s.train_batch}, "
-                f"{s.train_steps} steps after 1 warm-up: "
-                f"{self.train.samples_per_s:.2f} samples/s ({self.train.step_s:.3f} s per step)"
+                f"training (loss, backward, AdamW): batch {s.train_batch}, {s.cameras} cameras, "
+                f"{s.train_steps} steps after 2 warm-up"
             )
-            lines += _memory(self.train.peak_memory_bytes)
+            for run in self.train:
+                lines.append(
+                    f"  {run.recipe.name:<34} {run.samples_per_cpu_s:7.2f} samples per CPU-s "
+                    f"({run.samples_per_s:.2f}/s, {run.step_s:.3f} s a step), "
+                    f"{run.gflop_per_cpu_s:.0f} GFLOP per CPU-s"
+                )
+                lines += _memory(run.peak_memory_bytes)
+            if len(self.train) == 2:
+                ratio = self.train[0].samples_per_cpu_s / self.train[1].samples_per_cpu_s
+                lines.append(f"  training speed-up {ratio:.1f}×")
+        if self.matmul is not None:
+            lines.append(
+                f"matmul 1024² on the same threads: fp32 {self.matmul.fp32_gflop_per_cpu_s:.0f}, "
+                f"bf16 {self.matmul.bf16_gflop_per_cpu_s:.0f} GFLOP per CPU-s"
+            )
         return "\n".join(lines)
 
 
@@ -148,7 +190,7 @@ def bench_policy(settings: PolicyBenchSettings) -> PolicyBenchReport:
     with torch.device("meta"):
         params = count_parameters(Pi0(config))
     if settings.params_only:
-        return PolicyBenchReport(settings, config, "meta", "-", params, None, None)
+        return PolicyBenchReport(settings, config, "meta", "-", params, None)
     device = _device(settings.device)
     _refuse_slow_cpu(settings, device, params.total)
     dtype, note = _dtype(settings.dtype, device)
@@ -156,9 +198,14 @@ def bench_policy(settings: PolicyBenchSettings) -> PolicyBenchReport:
     with torch.device(device):
         model = Pi0(config)
     chunk = _chunk_latency(model, settings, device, dtype)
-    train = _train_throughput(model, settings, device, dtype) if settings.train_batch else None
+    train: tuple[TrainThroughput, ...] = ()
+    if settings.train_batch:
+        default = Recipe("rig train's defaults", TrainSettings.precision, settings.compile, True)
+        default = dataclasses.replace(default, name=_recipe_words(default, device))
+        train = tuple(_train_throughput(config, settings, device, recipe) for recipe in (default, PLAIN))
+    matmul = _matmul_rate(device) if device.type == "cpu" else None
     return PolicyBenchReport(
-        settings, config, _describe(device), DTYPE_WORDS[dtype] + note, params, chunk, train
+        settings, config, _describe(device), DTYPE_WORDS[dtype] + note, params, chunk, train, matmul
     )
 
 
@@ -171,15 +218,6 @@ def count_parameters(model: Pi0) -> ParameterCount:
     embeddings = model.language.embed_tokens
     tokens = 0 if embeddings is None else embeddings.weight.numel()
     return ParameterCount(sum(parts.values()), tuple(parts.items()), tokens)
-
-
-def to_bf16_for_inference(model: Pi0) -> None:
-    """bf16 weights everywhere but the norms and the vision embeddings, which see raw pixels (as openpi)."""
-    kept = {id(p) for m in model.modules() if isinstance(m, RMSNorm | nn.LayerNorm) for p in m.parameters()}
-    kept |= {id(p) for p in model.vision.embeddings.parameters()}
-    for parameter in model.parameters():
-        if id(parameter) not in kept:
-            parameter.data = parameter.data.to(torch.bfloat16)
 
 
 def random_inputs(config: Pi0Config, batch: int, cameras: int, generator: torch.Generator) -> Pi0Inputs:
@@ -229,30 +267,89 @@ def _denoise(model: Pi0, cache: PrefixCache, state: torch.Tensor, noise: torch.T
     return x
 
 
+def _recipe_words(recipe: Recipe, device: torch.device) -> str:
+    parts = ["bf16 autocast" if uses_bf16(device, recipe.precision) else "fp32"]
+    parts += ["compiled"] if recipe.compile else []
+    parts += ["fused AdamW"] if recipe.fused_optimizer else []
+    return "default: " + ", ".join(parts)
+
+
 def _train_throughput(
-    model: Pi0, settings: PolicyBenchSettings, device: torch.device, dtype: str
+    config: Pi0Config, settings: PolicyBenchSettings, device: torch.device, recipe: Recipe
 ) -> TrainThroughput:
-    config, batch = model.config, settings.train_batch
+    """`rig train`'s own step (policy.train.train_step) on random data, timed in wall and CPU time."""
+    from policy.train import compile_model, make_optimizer, train_step
+
+    torch.manual_seed(settings.seed)
+    with torch.device(device):
+        model = Pi0(config)
+    for parameter in model.unused_parameters():
+        parameter.requires_grad_(False)
+    batch = settings.train_batch
     generator = torch.Generator().manual_seed(settings.seed + 1)
-    inputs = random_inputs(config, batch, settings.cameras, generator).to(device)
-    actions = torch.randn(batch, config.action_horizon, config.action_dim, generator=generator).to(device)
+    inputs = random_inputs(config, batch, settings.cameras, generator)
+    actions = torch.randn(batch, config.action_horizon, config.action_dim, generator=generator)
+    data = TrainingBatch(
+        inputs,
+        actions,
+        torch.zeros(batch, config.action_horizon, dtype=torch.bool),
+        torch.arange(config.action_dim) < 14,
+    ).to(device)
     noise = torch.randn(actions.shape, generator=generator).to(device)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = make_optimizer(model, lr=1e-4, weight_decay=0.0, fused=recipe.fused_optimizer)
+    stepped = compile_model(model, recipe.compile)
 
     def steps(count: int) -> None:
         for _ in range(count):
-            with _autocast(model, dtype):
-                loss = model(inputs, actions, noise, sample_flow_time(batch, generator).to(device)).mean()
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            time = sample_flow_time(batch, generator).to(device)
+            train_step(stepped, optimizer, data, noise, time, 1.0, recipe.precision)
 
+    _timed(device, lambda: steps(2))  # warm-up: compilation, kernel choice, AdamW's moments
+    flops = _step_flops(model, data, noise, recipe, device)
     _reset_peak_memory(device)
-    _timed(device, lambda: steps(1))  # warm-up, and AdamW allocates its moments
+    cpu_start = time.process_time()
     _, elapsed = _timed(device, lambda: steps(settings.train_steps))
+    cpu_s = time.process_time() - cpu_start
     per_step = elapsed / settings.train_steps
-    return TrainThroughput(batch / per_step, per_step, _peak_memory(device))
+    return TrainThroughput(
+        recipe,
+        batch / per_step,
+        batch * settings.train_steps / cpu_s,
+        per_step,
+        flops * settings.train_steps / cpu_s / 1e9,
+        _peak_memory(device),
+    )
+
+
+def _step_flops(
+    model: Pi0, data: TrainingBatch, noise: torch.Tensor, recipe: Recipe, device: torch.device
+) -> float:
+    """Floating-point operations of one forward and backward pass, counted by torch (matmuls and
+    attention; the elementwise rest is small beside them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from policy.train import training_loss
+
+    time = sample_flow_time(data.inputs.batch_size, torch.Generator().manual_seed(0)).to(device)
+    with FlopCounterMode(display=False) as counter:
+        with autocast(device, recipe.precision):
+            loss = training_loss(model, data, noise, time)
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def _matmul_rate(device: torch.device, size: int = 1024, repeats: int = 5) -> MatmulRate:
+    rates = []
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+        torch.mm(a, b)
+        start = time.process_time()
+        for _ in range(repeats):
+            torch.mm(a, b)
+        rates.append(2 * size**3 * repeats / (time.process_time() - start) / 1e9)
+    return MatmulRate(rates[0], rates[1])
 
 
 def _timed(device: torch.device, work: Callable[[], T]) -> tuple[T, float]:
@@ -265,7 +362,8 @@ def _timed(device: torch.device, work: Callable[[], T]) -> tuple[T, float]:
 
 
 def _autocast(model: Pi0, dtype: str) -> contextlib.AbstractContextManager[object]:
-    return contextlib.nullcontext() if dtype == "fp32" else model.autocast()
+    device = next(model.parameters()).device
+    return contextlib.nullcontext() if dtype == "fp32" else autocast(device, "bf16")
 
 
 def _device(asked: str | None) -> torch.device:
@@ -279,11 +377,9 @@ def _device(asked: str | None) -> torch.device:
 
 def _dtype(asked: Dtype | None, device: torch.device) -> tuple[Dtype, str]:
     """What runs, and a note when it is not what was asked for."""
-    if device.type == "cuda":
-        return asked or "bf16", ""
-    if asked in (None, "fp32"):
-        return "fp32", ""
-    return "fp32", f" ({asked} asked for: the CPU runs fp32)"
+    if asked is not None:
+        return asked, ""
+    return ("bf16" if uses_bf16(device) else "fp32"), ""
 
 
 def _refuse_slow_cpu(settings: PolicyBenchSettings, device: torch.device, parameters: int) -> None:

@@ -25,10 +25,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from policy.checkpoint_checks import check_finite_weights, check_statistics, check_weight_file
 from policy.config import Pi0Config
-from policy.data import DataConfig
 from policy.normalize import Normalizer
 from policy.pi0 import Pi0
+from policy.transform import DataConfig
 from policy.weights import WeightFileError, WeightShapeError, load_pi0_weights
 
 MODEL_FILE = "model.safetensors"
@@ -57,11 +58,7 @@ class CheckpointMeta:
             "step": self.step,
             "config": self.config.to_dict(),
             "norm_stats": self.normalizer.to_dict(),
-            "data": {
-                "cameras": list(self.data.cameras),
-                "augment": self.data.augment,
-                "prompt": self.data.prompt,
-            },
+            "data": self.data.to_dict(),
             "train": dict(self.train),
             "tokenizer_path": self.tokenizer_path,
             "tasks": list(self.tasks),
@@ -69,11 +66,10 @@ class CheckpointMeta:
 
     @classmethod
     def from_json(cls, values: Mapping[str, Any]) -> CheckpointMeta:
-        data = values["data"]
         return cls(
             config=Pi0Config.from_dict(values["config"]),
             normalizer=Normalizer.from_dict(values["norm_stats"]),
-            data=DataConfig(cameras=tuple(data["cameras"]), augment=data["augment"], prompt=data["prompt"]),
+            data=DataConfig.from_dict(values["data"]),
             step=int(values["step"]),
             train=values.get("train", {}),
             tokenizer_path=values.get("tokenizer_path"),
@@ -160,7 +156,9 @@ def resolve_checkpoint(path: Path) -> Path:
 
 def read_meta(folder: Path) -> CheckpointMeta:
     try:
-        return CheckpointMeta.from_json(json.loads((folder / META_FILE).read_text()))
+        meta = CheckpointMeta.from_json(json.loads((folder / META_FILE).read_text()))
+        check_statistics(meta.config, meta.normalizer)
+        return meta
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(
             f"checkpoint {folder}: {META_FILE} is unreadable ({error}); use an earlier checkpoint of the run "
@@ -172,10 +170,12 @@ def load_policy(path: Path, device: torch.device | str = "cpu") -> tuple[Pi0, Ch
     """The model of a checkpoint (or of a run's latest), in eval mode, and its metadata."""
     folder = resolve_checkpoint(path)
     meta = read_meta(folder)
-    model = Pi0(meta.config)
     try:
+        check_weight_file(meta.config, folder / MODEL_FILE)  # before allocating what the config says
+        model = Pi0(meta.config)
         report = load_pi0_weights(model, folder / MODEL_FILE)
-    except (WeightFileError, WeightShapeError) as error:
+        check_finite_weights(model)
+    except (WeightFileError, WeightShapeError, ValueError) as error:
         raise CheckpointError(f"checkpoint {folder}: {error}") from error
     if report.missing:
         raise CheckpointError(

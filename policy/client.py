@@ -67,6 +67,7 @@ class PolicyClient:
         self._context = zmq.Context()
         self._socket = self._connect()
         self._info: PolicyInfo | None = None
+        self._max_message_bytes: int | None = None  # the server's limit, once info() has said it
         self._last_id = 0
 
     def _connect(self) -> zmq.Socket[bytes]:
@@ -82,7 +83,10 @@ class PolicyClient:
     def info(self) -> PolicyInfo:
         if self._info is None:
             reply = self._request({"kind": "info"}, "info")
-            protocol = (reply.get("server") or {}).get("protocol")
+            server = reply.get("server") or {}
+            protocol = server.get("protocol")
+            if isinstance(server.get("max_message_bytes"), int):
+                self._max_message_bytes = server["max_message_bytes"]
             if protocol != PROTOCOL:
                 raise PolicyRemoteError(
                     f"{self.endpoint} speaks wire protocol {protocol}, this rig {PROTOCOL}: update one side"
@@ -111,8 +115,14 @@ class PolicyClient:
         return time.perf_counter() - start
 
     def _request(self, message: dict[str, Any], expected: str) -> dict[str, Any]:
+        data = encode({**message, "wait_s": self.timeout_s})  # the server drops it once we gave up
+        if self._max_message_bytes is not None and len(data) > self._max_message_bytes:
+            raise PolicyRemoteError(
+                f"a {message['kind']} request of {len(data) / 2**20:.1f} MiB exceeds {self.endpoint}'s limit "
+                f"of {self._max_message_bytes / 2**20:.1f} MiB: send smaller camera images"
+            )
         try:
-            self._socket.send(encode(message), zmq.NOBLOCK)
+            self._socket.send(data, zmq.NOBLOCK)
             answered = self._socket.poll(round(self.timeout_s * 1000)) != 0
         except zmq.Again:
             answered = False

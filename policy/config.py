@@ -12,6 +12,16 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 TokenizerKind = Literal["paligemma", "bytes"]
+TOKENIZERS = ("paligemma", "bytes")
+
+
+def _check_sizes(owner: str, config: object, names: tuple[str, ...]) -> None:
+    """Each named field a positive int: a config read from a file may hold anything, and a string or
+    a negative size would fail deep inside torch (or allocate without end) instead of here."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{owner}.{name} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,9 @@ class VisionConfig:
     depth: int = 27
     mlp_dim: int = 4304
     num_heads: int = 16
+
+    def __post_init__(self) -> None:
+        _check_sizes("vision", self, ("image_size", "patch_size", "width", "depth", "mlp_dim", "num_heads"))
 
     @property
     def tokens(self) -> int:
@@ -40,6 +53,9 @@ class GemmaConfig:
     num_heads: int
     num_kv_heads: int
     head_dim: int
+
+    def __post_init__(self) -> None:
+        _check_sizes("gemma", self, ("width", "depth", "mlp_dim", "num_heads", "num_kv_heads", "head_dim"))
 
 
 @dataclass(frozen=True)
@@ -58,6 +74,22 @@ class Pi0Config:
     time_max_period: float = 4.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.vision, VisionConfig) or not isinstance(self.language, GemmaConfig):
+            raise ValueError(f"{self.name}: vision and language must be configs, not raw values")
+        if not isinstance(self.expert, GemmaConfig):
+            raise ValueError(f"{self.name}: expert must be a config, not a raw value")
+        _check_sizes(
+            self.name, self, ("vocab_size", "max_token_len", "action_horizon", "action_dim", "num_steps")
+        )
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(
+                f"{self.name}: tokenizer {self.tokenizer!r} is not one of {', '.join(TOKENIZERS)}"
+            )
+        periods = (self.time_min_period, self.time_max_period)
+        if not all(
+            isinstance(p, int | float) and not isinstance(p, bool) and 0 < p < float("inf") for p in periods
+        ):
+            raise ValueError(f"{self.name}: time periods must be positive numbers, got {periods}")
         lm, ex = self.language, self.expert
         if (lm.depth, lm.num_heads, lm.num_kv_heads, lm.head_dim) != (
             ex.depth,

@@ -1,17 +1,17 @@
 """π0 training data from the episode store: windows -> model-ready samples -> `TrainingBatch`es.
 
-A sample is one step of one episode: the cameras' frames at that step in the model's slot order
-(a camera the episode lacks is a masked, black slot), the prompt's tokens, the state, and the next
-`action_horizon` actions, normalized and zero-padded to the model's `action_dim`. Augmentation is
-not done here but on the batch (`augment_batch`), where it runs vectorized on the training device.
+A sample is one step of one episode: each camera view's frame at that step in the model's slot
+order (a camera the episode lacks is a masked, black slot), the prompt's tokens, the state, and the
+next `action_horizon` actions, normalized and zero-padded to the model's `action_dim`. Frames come
+from the decoded-frame cache (policy.frame_cache), built once per episode and view, so training
+decodes no video. Augmentation is not done here but on the batch (`augment_batch`), where it runs
+vectorized on the training device.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +22,11 @@ from torch.utils.data.distributed import DistributedSampler
 
 from policy.batch import Pi0Inputs, TrainingBatch
 from policy.config import Pi0Config
-from policy.images import BLACK, augment_images, resize_with_pad, to_model_image
+from policy.frame_cache import cached_frames
+from policy.images import augment_images
 from policy.normalize import Normalizer
 from policy.tokenizer import Tokenizer
+from policy.transform import DataConfig, model_images
 from recorder.reader import WindowReader
 from rig.step import STATE_DIM
 
@@ -32,28 +34,12 @@ __all__ = [
     "DataConfig",
     "Pi0Dataset",
     "augment_batch",
-    "augment_images",
     "batches",
     "collate",
-    "is_wrist",
     "make_loader",
-    "resize_with_pad",
-    "to_model_image",
 ]
 
 Sample = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    cameras: tuple[str, ...] = ("cam_high", "cam_left_wrist", "cam_right_wrist")  # slot order; 0 is the top
-    augment: bool = True
-    prompt: str | None = None  # used instead of each episode's task text
-
-
-def is_wrist(cameras: Sequence[str]) -> tuple[bool, ...]:
-    """Which slots hold wrist cameras, by name as openpi decides it."""
-    return tuple("wrist" in camera for camera in cameras)
 
 
 def pad_last(x: np.ndarray, width: int) -> np.ndarray:
@@ -66,10 +52,10 @@ def pad_last(x: np.ndarray, width: int) -> np.ndarray:
 
 
 class Pi0Dataset(Dataset[Sample]):
-    """Every step of the store's complete episodes (or the listed ones) as a π0 sample.
+    """Every step of the store's training episodes (or the listed ones) as a π0 sample.
 
-    Videos are opened lazily by whichever process reads: each DataLoader worker opens its own
-    `WindowReader` on first use rather than sharing decoders forked from the parent."""
+    The frame caches are built (or found fresh) when the dataset is made, in the calling process;
+    a worker process that gets the dataset maps them itself rather than inheriting open maps."""
 
     def __init__(
         self,
@@ -79,6 +65,8 @@ class Pi0Dataset(Dataset[Sample]):
         normalizer: Normalizer,
         tokenizer: Tokenizer,
         episodes: Sequence[int] | None = None,
+        say: Callable[[str], None] | None = None,
+        include_flagged: bool = False,
     ) -> None:
         if config.action_dim < STATE_DIM:
             raise ValueError(
@@ -86,41 +74,71 @@ class Pi0Dataset(Dataset[Sample]):
             )
         self.root, self.config, self.data = Path(root), config, data
         self.normalizer, self.tokenizer = normalizer, tokenizer
-        self.episodes = None if episodes is None else list(episodes)
-        self._reader: WindowReader | None = None
-        self._reader_pid = -1
+        self.reader = WindowReader(
+            self.root,
+            episodes,
+            horizon=config.action_horizon,
+            cameras=data.cameras,
+            open_episodes=1 << 30,
+            include_flagged=include_flagged,
+        )
+        self._frames: dict[tuple[int, int], np.ndarray] = {}
         self._length = len(self.reader)
+        self._build_caches(say)
 
-    @property
-    def reader(self) -> WindowReader:
-        if self._reader is None or self._reader_pid != os.getpid():
-            self._reader = WindowReader(
-                self.root, self.episodes, horizon=self.config.action_horizon, cameras=self.data.cameras
-            )
-            self._reader_pid = os.getpid()
-        return self._reader
+    def _build_caches(self, say: Callable[[str], None] | None) -> None:
+        announced = False
+
+        def announce(video: Path) -> None:
+            nonlocal announced
+            if say is not None and not announced:
+                say(f"decoding the videos once into {self.root / 'cache'}; training then reads no video")
+                announced = True
+
+        for episode_id in self.reader.episode_ids:
+            self._episode_frames(episode_id, on_build=announce)
+
+    def _episode_frames(
+        self, episode_id: int, on_build: Callable[[Path], None] | None = None
+    ) -> list[np.ndarray | None]:
+        episode = self.reader.episode(episode_id)
+        frames: list[np.ndarray | None] = []
+        for slot, view in enumerate(self.data.views):
+            key = (episode_id, slot)
+            if key not in self._frames:
+                if view.camera not in episode.cameras:
+                    frames.append(None)
+                    continue
+                self._frames[key] = cached_frames(
+                    self.root, episode.folder, view, self.config.vision.image_size, on_build
+                )
+            frames.append(self._frames[key])
+        return frames
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_reader"] = None  # open decoders do not travel to a spawned worker
+        state["_frames"] = {}  # maps do not travel to a spawned worker; it maps the files again
         return state
 
     def __len__(self) -> int:
         return self._length
 
     def __getitem__(self, item: int) -> Sample:
-        window = self.reader[item]
+        episode_id, index = self.reader.locate(item)
+        episode = self.reader.episode(episode_id)
+        window = episode.window(index, self.config.action_horizon, images=False)
         size = self.config.vision.image_size
-        blank = torch.full((3, size, size), BLACK)
-        images = [
-            to_model_image(window.images[camera], size) if camera in window.images else blank
-            for camera in self.data.cameras
-        ]
+        slots = []
+        for view, frames in zip(self.data.views, self._episode_frames(episode_id), strict=True):
+            if frames is None:
+                slots.append(np.zeros((size, size, 3), np.uint8))
+            else:
+                slots.append(frames[episode.video_index(view.camera, index, len(frames))])
         tokens, token_masks = self.tokenizer.encode(self.data.prompt or window.task)
         width = self.config.action_dim
         return {
-            "images": torch.stack(images),
-            "image_masks": torch.tensor([camera in window.images for camera in self.data.cameras]),
+            "images": model_images(torch.from_numpy(np.stack(slots))),
+            "image_masks": torch.tensor([view.camera in episode.cameras for view in self.data.views]),
             "tokens": torch.from_numpy(tokens),
             "token_masks": torch.from_numpy(token_masks),
             "state": torch.from_numpy(pad_last(self.normalizer.normalize_state(window.state), width)),
@@ -129,9 +147,8 @@ class Pi0Dataset(Dataset[Sample]):
         }
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self.reader.close()
+        self._frames.clear()
 
 
 def collate(samples: Sequence[Mapping[str, torch.Tensor]]) -> TrainingBatch:
@@ -147,11 +164,18 @@ def collate(samples: Sequence[Mapping[str, torch.Tensor]]) -> TrainingBatch:
 def augment_batch(
     batch: TrainingBatch, data: DataConfig, generator: torch.Generator | None = None
 ) -> TrainingBatch:
-    """The batch with openpi's image augmentations when `data.augment` is on (on the batch's device)."""
-    if not data.augment:
-        return batch
-    images = augment_images(batch.inputs.images, is_wrist(data.cameras), generator)
-    return dataclasses.replace(batch, inputs=dataclasses.replace(batch.inputs, images=images))
+    """The batch as training varies it (on the batch's device): image augmentations when
+    `data.augment` is on, and the state blanked (its mean) for a `data.state_dropout` share of samples."""
+    inputs = batch.inputs
+    if data.augment:
+        images = augment_images(inputs.images, data.is_wrist(), generator, data.augmentation)
+        inputs = dataclasses.replace(inputs, images=images)
+    if data.state_dropout > 0:
+        where = generator.device if generator is not None else inputs.state.device
+        dropped = torch.rand(inputs.batch_size, generator=generator, device=where) < data.state_dropout
+        keep = (~dropped).to(inputs.state.device, inputs.state.dtype)[:, None]
+        inputs = dataclasses.replace(inputs, state=inputs.state * keep)
+    return batch if inputs is batch.inputs else dataclasses.replace(batch, inputs=inputs)
 
 
 def make_loader(
@@ -167,10 +191,14 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     episodes: Sequence[int] | None = None,
+    say: Callable[[str], None] | None = None,
+    include_flagged: bool = False,
+    pin_memory: bool = False,
 ) -> DataLoader[Sample]:
     """Shuffled (by `seed`, reshuffled by `batches` each epoch) and sharded across ranks: each rank
-    reads a disjoint share of the same size, in full batches, so DDP ranks step in lockstep."""
-    dataset = Pi0Dataset(root, config, data, normalizer, tokenizer, episodes)
+    reads a disjoint share of the same size, in full batches, so DDP ranks step in lockstep.
+    `pin_memory` (for a GPU) lets each batch's copy to the device overlap the running step."""
+    dataset = Pi0Dataset(root, config, data, normalizer, tokenizer, episodes, say, include_flagged)
     sampler: DistributedSampler[Sample] = DistributedSampler(
         dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
     )
@@ -181,7 +209,9 @@ def make_loader(
         num_workers=workers,
         collate_fn=collate,
         drop_last=True,
+        pin_memory=pin_memory,
         persistent_workers=workers > 0,
+        worker_init_fn=_one_thread if workers > 0 else None,
         # Forking a process that already runs torch's and FFmpeg's threads can crash the child
         # (a segfault seen on CI); spawned workers start clean and persist across epochs.
         multiprocessing_context="spawn" if workers > 0 else None,
@@ -192,6 +222,12 @@ def make_loader(
             f"not one batch of {batch_size}; record more or lower the batch size"
         )
     return loader
+
+
+def _one_thread(_: int) -> None:
+    """A loader worker copies frames; torch's default of a thread per core in every worker only makes
+    them fight the training process for the cores."""
+    torch.set_num_threads(1)
 
 
 def batches(loader: DataLoader[Sample]) -> Iterator[TrainingBatch]:

@@ -121,6 +121,13 @@ class KVCache:
     def length(self) -> int:
         return int(self.keys[0].shape[2])
 
+    def repeat(self, times: int) -> KVCache:
+        """Each sample's keys and values `times` times in a row along the batch."""
+        return KVCache(
+            tuple(k.repeat_interleave(times, dim=0) for k in self.keys),
+            tuple(v.repeat_interleave(times, dim=0) for v in self.values),
+        )
+
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding of (b, heads, n, d) at integer positions (b, n), computed in fp32."""
@@ -151,7 +158,7 @@ def mixture_forward(
     sizes = [h.shape[1] for _, h in active]
     batch, tokens = mask.shape[0], sum(sizes)
     config = active[0][0].config
-    heads, kv_heads, head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+    heads, head_dim = config.num_heads, config.head_dim
     mask = _attend_self_when_alone(mask)
     states = [h for _, h in active]
     kept_keys: list[torch.Tensor] = []
@@ -170,9 +177,7 @@ def mixture_forward(
         if keep_cache:
             kept_keys.append(k)
             kept_values.append(v)
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask[:, None], enable_gqa=heads != kv_heads
-        )
+        attended = grouped_attention(q, k, v, mask)
         attended = attended.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
         parts = attended.split(sizes, dim=1)
         states = [layer.finish(h, part) for layer, h, part in zip(layers, states, parts, strict=True)]
@@ -182,14 +187,30 @@ def mixture_forward(
     return results, kept
 
 
+def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked attention with fewer key/value heads than query heads (π0: 8 query heads, 1 KV head).
+
+    SDPA's fused CUDA kernels that take a mask (memory-efficient, cuDNN) do not take `enable_gqa`, so a
+    masked GQA call runs the unfused math kernel. Each KV head's group of query heads is folded into
+    its query length instead: one ordinary attention per KV head, exactly the same values, on a fused
+    kernel. q: (b, heads, n, d); k, v: (b, kv_heads, m, d); mask: (b, n, m) bool, True = may attend.
+    """
+    batch, heads, queries, dim = q.shape
+    group = heads // k.shape[1]
+    folded = q.reshape(batch, k.shape[1], group * queries, dim)  # query head h reads KV head h // group
+    mask = mask[:, None].expand(batch, group, queries, mask.shape[-1]).reshape(batch, 1, group * queries, -1)
+    attended = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask)
+    return attended.reshape(batch, heads, queries, dim)
+
+
 def _attend_self_when_alone(mask: torch.Tensor) -> torch.Tensor:
     """A padding token's query attends to nothing, and an all-masked softmax row is NaN, which would
     reach real tokens through 0·NaN. Letting such rows see their own key keeps every value finite and
     changes nothing a real token sees."""
     queries, keys = mask.shape[-2:]
     alone = ~mask.any(dim=-1, keepdim=True)
-    if not bool(alone.any()):
-        return mask
-    own_key = torch.zeros(queries, keys, dtype=torch.bool, device=mask.device)
-    own_key[:, keys - queries :].fill_diagonal_(True)
+    # Query i's own key is key i + (keys - queries): the cached keys come first. Built without a
+    # data-dependent branch or an in-place write to a view, so torch.compile keeps one graph.
+    rows = torch.arange(queries, device=mask.device)[:, None] + (keys - queries)
+    own_key = rows == torch.arange(keys, device=mask.device)[None, :]
     return mask | (alone & own_key)

@@ -10,7 +10,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -34,29 +33,34 @@ def resize_with_pad(images: torch.Tensor, size: int, pad_value: float = BLACK) -
     return F.pad(resized, pads, value=pad_value)
 
 
-def to_model_image(image: np.ndarray, size: int) -> torch.Tensor:
-    """(h, w, 3) uint8 -> (3, size, size) float32 in [-1, 1]."""
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an (h, w, 3) uint8 image, got {image.shape} {image.dtype}")
-    scaled = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0 * 2.0 - 1.0
-    return resize_with_pad(scaled[None], size)[0]
-
-
 @dataclass(frozen=True)
 class Augmentation:
-    """openpi's training augmentations. Geometric ones (a random crop of `crop_scale` of each side,
-    resized back, and a rotation) apply to the non-wrist cameras only: a wrist camera moves with the
-    gripper, so where things are in its frame is the information. Colour jitter applies to all;
-    each range is the ± spread of a factor around 1, and 0 turns that jitter off."""
+    """Training augmentations. Geometric ones (a random crop of `crop_scale` of each side, resized
+    back, a shift of up to `max_shift` of the side, and a rotation) apply to the non-wrist cameras
+    only: a wrist camera moves with the gripper, so where things are in its frame is the information.
+    Colour jitter applies to all; each range is the ± spread of a factor around 1, and 0 turns that
+    jitter off."""
 
     crop_scale: float = 0.95
     max_rotation_deg: float = 5.0
+    max_shift: float = 0.0
     brightness: float = 0.3
     contrast: float = 0.4
     saturation: float = 0.5
 
+    @property
+    def geometric(self) -> bool:
+        return self.crop_scale != 1.0 or self.max_rotation_deg != 0.0 or self.max_shift != 0.0
+
 
 OPENPI_AUGMENTATION = Augmentation()
+# openpi's crop and rotation move a 160-pixel view of the twin's table by up to ~6 pixels, about the
+# cube's size; these keep the geometry the grasp needs (compared in docs/learning.md).
+AUGMENTATIONS: dict[str, Augmentation] = {
+    "openpi": OPENPI_AUGMENTATION,
+    "shift": Augmentation(crop_scale=1.0, max_rotation_deg=0.0, max_shift=0.02),
+    "color": Augmentation(crop_scale=1.0, max_rotation_deg=0.0),
+}
 
 
 def _uniform(
@@ -76,7 +80,8 @@ def _crop_and_rotate(
     n, _, height, width = images.shape
     scale = augmentation.crop_scale
     angle = _uniform((n,), -1.0, 1.0, generator, images.device) * math.radians(augmentation.max_rotation_deg)
-    shift = _uniform((n, 2), -(1.0 - scale), 1.0 - scale, generator, images.device)  # crop centre
+    reach = (1.0 - scale) + 2.0 * augmentation.max_shift  # grid_sample's coordinates span 2 per side
+    shift = _uniform((n, 2), -reach, reach, generator, images.device)  # crop centre
     cos, sin = torch.cos(angle), torch.sin(angle)
     aspect = height / width  # a rotation in pixels, written in grid_sample's [-1, 1] coordinates
     theta = torch.stack(
@@ -134,8 +139,7 @@ def augment_images(
         raise ValueError(f"is_wrist names {len(is_wrist)} cameras, the images have {cameras}")
     out = images.clone()
     fixed = [slot for slot, wrist in enumerate(is_wrist) if not wrist]
-    geometric = augmentation.crop_scale != 1.0 or augmentation.max_rotation_deg != 0.0
-    if fixed and geometric:
+    if fixed and augmentation.geometric:
         chosen = images[:, fixed].flatten(0, 1)
         out[:, fixed] = _crop_and_rotate(chosen, augmentation, generator).unflatten(0, (batch, len(fixed)))
     jittered = _color_jitter(out.flatten(0, 1), augmentation, generator)

@@ -14,11 +14,12 @@ import torch
 from policy.batch import Pi0Inputs
 from policy.checkpoint import CheckpointMeta, load_policy
 from policy.data import pad_last
-from policy.images import BLACK, to_model_image
+from policy.fast_inference import blank_inputs, prepare_for_inference
 from policy.interface import Guidance, PolicyInfo, PolicyObservation
 from policy.pi0 import Pi0
 from policy.rtc import DEFAULT_BETA, guided_sample, soft_mask
 from policy.tokenizer import Tokenizer, make_tokenizer
+from policy.transform import view_images
 from rig.step import STATE_DIM
 
 
@@ -50,17 +51,37 @@ class LocalPolicy:
         device: str | None = None,
         tokenizer_path: Path | None = None,
         seed: int | None = None,
+        compile: bool = False,
     ) -> LocalPolicy:
+        """On CUDA with bf16 weights; `compile`: the denoising step compiled (policy.fast_inference),
+        and compiled here, by a warm-up chunk, rather than on the first request."""
         chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, meta = load_policy(path, chosen)
         given = tokenizer_path or (Path(meta.tokenizer_path) if meta.tokenizer_path else None)
-        return cls(model, meta, make_tokenizer(meta.config, given), seed=seed)
+        policy = cls(
+            prepare_for_inference(model, compile), meta, make_tokenizer(meta.config, given), seed=seed
+        )
+        if compile:
+            policy.warm_up()
+        return policy
+
+    def warm_up(self) -> None:
+        """One chunk with and one without guidance on blank inputs: compiles, picks kernels."""
+        inputs = blank_inputs(self.model, len(self.meta.data.views))
+        config = self.meta.config
+        noise = torch.zeros(1, config.action_horizon, config.action_dim, device=self.device)
+        horizon = config.action_horizon
+        with self.model.autocast():
+            self.model.sample_actions(inputs, noise)
+            guided_sample(self.model, inputs, torch.zeros_like(noise), torch.ones(horizon), noise)
 
     def info(self) -> PolicyInfo:
         config = self.meta.config
         return PolicyInfo(
             config=config.name,
             cameras=self.meta.data.cameras,
+            crops=tuple(view.crop for view in self.meta.data.views),
+            image_size=config.vision.image_size,
             action_dim=STATE_DIM,
             action_horizon=config.action_horizon,
             num_steps=config.num_steps,
@@ -70,17 +91,14 @@ class LocalPolicy:
 
     def inputs(self, observation: PolicyObservation) -> Pi0Inputs:
         """One observation as a batch of one on the model's device."""
-        size = self.meta.config.vision.image_size
-        cameras = self.meta.data.cameras
-        blank = torch.full((3, size, size), BLACK)
-        images = [
-            to_model_image(observation.images[c], size) if c in observation.images else blank for c in cameras
-        ]
+        images, image_masks = view_images(
+            observation.images, self.meta.data.views, self.meta.config.vision.image_size
+        )
         tokens, token_mask = self.tokenizer.encode(self.meta.data.prompt or observation.prompt)
         state = self.meta.normalizer.normalize_state(np.asarray(observation.state, dtype=np.float32))
         return Pi0Inputs(
-            images=torch.stack(images)[None],
-            image_masks=torch.tensor([[c in observation.images for c in cameras]]),
+            images=images[None],
+            image_masks=image_masks[None],
             tokens=torch.from_numpy(tokens)[None],
             token_masks=torch.from_numpy(token_mask)[None],
             state=torch.from_numpy(pad_last(state, self.meta.config.action_dim))[None],

@@ -45,9 +45,18 @@ class PolicyInfo:
     num_steps: int
     step: int  # the checkpoint's training step
     tasks: tuple[str, ...] = ()  # the task texts it was trained on (the default prompt is the first)
+    # Per camera, the region of its frame the model sees (left, top, right, bottom fractions), and the
+    # model's image side: with them a renderer makes no more pixels than the policy uses.
+    crops: tuple[tuple[float, float, float, float], ...] = ()
+    image_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "cameras": list(self.cameras), "tasks": list(self.tasks)}
+        return {
+            **self.__dict__,
+            "cameras": list(self.cameras),
+            "tasks": list(self.tasks),
+            "crops": [list(crop) for crop in self.crops],
+        }
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PolicyInfo:
@@ -59,6 +68,10 @@ class PolicyInfo:
             num_steps=int(values["num_steps"]),
             step=int(values["step"]),
             tasks=tuple(values.get("tasks", ())),
+            crops=tuple(
+                (float(c[0]), float(c[1]), float(c[2]), float(c[3])) for c in values.get("crops", ())
+            ),
+            image_size=int(values.get("image_size", 0)),
         )
 
 

@@ -147,17 +147,16 @@ class Normalizer:
 
 
 def compute_norm_stats(
-    store_root: Path, episodes: Sequence[int] | None = None, exclude_tags: Sequence[str] = TRAINING_EXCLUDES
+    store_root: Path,
+    episodes: Sequence[int] | None = None,
+    exclude_tags: Sequence[str] = TRAINING_EXCLUDES,
+    include_flagged: bool = False,
 ) -> Normalizer:
     """Statistics of the steps (qpos for the state, action for the actions) of the episodes training
-    reads: complete ones, all or the listed ones, less those tagged `exclude_tags` (as `WindowReader`).
-    Reads the step files only, never a video."""
+    reads: complete ones, all or the listed ones, less those tagged `exclude_tags` and, unless
+    `include_flagged`, those flagged (as `WindowReader`). Reads the step files only, never a video."""
     with Store(Path(store_root), create=False, lock=False) as store:
-        found = store.catalogue.episodes(status="complete", exclude_tag=exclude_tags)
-        records = [r for r in found if episodes is None or r.id in episodes]
-        if not records:
-            without = f" without tags {', '.join(exclude_tags)}" if exclude_tags else ""
-            raise ValueError(f"{store_root}: no complete episodes{without} to compute norm stats from")
+        records = store.catalogue.training_episodes(episodes, exclude_tags, include_flagged)
         # Field by field: episodes with other cameras have other record layouts.
         steps = [read_steps(store.episode_dir(r.id))[["qpos", "action"]] for r in records]
         qpos, actions = (np.concatenate([s[field] for s in steps]) for field in ("qpos", "action"))

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policy import precision
 from policy.batch import Pi0Inputs
 from policy.config import Pi0Config
 from policy.gemma import Gemma, KVCache, mixture_forward
@@ -52,7 +53,7 @@ def time_embedding(time: torch.Tensor, width: int, min_period: float, max_period
 
 
 def sample_flow_time(
-    batch: int, generator: torch.Generator | None = None, device: str = "cpu"
+    batch: int, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """t ~ Beta(1.5, 1)·0.999 + 0.001 (more weight on noisy times), by inverting Beta(a, 1)'s CDF x^a."""
     uniform = torch.rand(batch, generator=generator, device=device)
@@ -65,6 +66,12 @@ class PrefixCache:
 
     kv: KVCache
     pad_mask: torch.Tensor  # (b, prefix) bool
+
+    def repeat(self, times: int) -> PrefixCache:
+        """Each sample's cache `times` times in a row (several noise draws against one prefix)."""
+        if times == 1:
+            return self
+        return PrefixCache(self.kv.repeat(times), self.pad_mask.repeat_interleave(times, dim=0))
 
 
 class Pi0(nn.Module):
@@ -162,13 +169,24 @@ class Pi0(nn.Module):
     def flow_matching_loss(
         self, inputs: Pi0Inputs, actions: torch.Tensor, noise: torch.Tensor, time: torch.Tensor
     ) -> torch.Tensor:
-        """Squared error of the predicted velocity, (b, horizon, action_dim); the caller masks and means."""
+        """Squared error of the predicted velocity, (b·k, horizon, action_dim); the caller masks and means.
+
+        `noise` and `time` may hold k draws per sample (b·k rows, each sample's draws together): the
+        prefix — vision and language, most of a step — then runs once and only the action expert runs
+        k times, against its keys and values, which is the same function as k joint passes."""
+        draws = noise.shape[0] // actions.shape[0]
+        if draws * actions.shape[0] != noise.shape[0] or time.shape[0] != noise.shape[0]:
+            raise ValueError(
+                f"noise and time need k rows per sample, got {noise.shape[0]} for {len(actions)}"
+            )
+        actions = actions.repeat_interleave(draws, dim=0) if draws > 1 else actions
         t = time[:, None, None]
         noisy = t * noise + (1 - t) * actions
-        if self.prefix_frozen:
-            with torch.no_grad():
+        if self.prefix_frozen or draws > 1:
+            with torch.no_grad() if self.prefix_frozen else contextlib.nullcontext():
                 cache = self.prefix_cache(inputs)
-            predicted = self.denoise_step(cache, inputs.state, noisy, time)
+            state = inputs.state.repeat_interleave(draws, dim=0)
+            predicted = self.denoise_step(cache.repeat(draws), state, noisy, time)
         else:
             predicted = self.velocity(inputs, noisy, time)
         return (predicted - (noise - actions)).pow(2)
@@ -216,12 +234,5 @@ class Pi0(nn.Module):
             parameter.requires_grad_(False)
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
-        """bf16 autocast on CUDA (norms and vision embeddings stay fp32 by construction); fp32 elsewhere."""
-        device = next(self.parameters()).device
-        if device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-
-def parameter_count(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+        """bf16 autocast where this device multiplies bf16 fast (policy.precision), else fp32."""
+        return precision.autocast(next(self.parameters()).device)

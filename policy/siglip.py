@@ -16,11 +16,32 @@ from policy.config import VisionConfig
 LAYER_NORM_EPS = 1e-6
 
 
+def sincos_positions(side: int, width: int) -> torch.Tensor:
+    """(side², width) 2-D sine-cosine embeddings of a side × side patch grid (MAE's fixed ones): half
+    the channels encode the row, half the column, at geometrically spaced frequencies."""
+    quarter = width // 4
+    frequencies = 1.0 / 10_000 ** (torch.arange(quarter, dtype=torch.float64) / max(quarter, 1))
+    rows, columns = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    parts = []
+    for coordinate in (rows, columns):
+        angles = coordinate.reshape(-1, 1).double() * frequencies[None]
+        parts += [torch.sin(angles), torch.cos(angles)]
+    table = torch.cat(parts, dim=1)
+    return torch.nn.functional.pad(table, (0, width - table.shape[1])).float()
+
+
 class VisionEmbeddings(nn.Module):
     def __init__(self, config: VisionConfig) -> None:
         super().__init__()
         self.patch_embedding = nn.Conv2d(3, config.width, config.patch_size, stride=config.patch_size)
         self.position_embedding = nn.Embedding(config.tokens, config.width)
+        # Trained from scratch, learned positions start as random vectors, and a patch the cube never
+        # crossed in the demonstrations says nothing about where it is. Starting from a smooth 2-D
+        # code lets nearby patches mean nearby places from the first step (published weights, when
+        # loaded, replace it).
+        with torch.no_grad():
+            side = config.image_size // config.patch_size
+            self.position_embedding.weight.copy_(sincos_positions(side, config.width))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(n, 3, h, w) in [-1, 1] → (n, tokens, width), in fp32."""

@@ -17,16 +17,19 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import time
+import typing
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from policy.batch import TrainingBatch
 from policy.checkpoint import (
@@ -40,17 +43,34 @@ from policy.checkpoint import (
     save_checkpoint,
 )
 from policy.config import Pi0Config, get_config
-from policy.data import DataConfig, augment_batch, batches, make_loader
-from policy.distributed import Ranks, agree, full_state, mean_over_ranks, restore_optimizer, wrap_model
+from policy.data import augment_batch, batches, make_loader
+from policy.distributed import (
+    Ranks,
+    agree,
+    agree_steps,
+    build_model,
+    full_state,
+    join_process_group,
+    leave_process_group,
+    mean_over_ranks,
+    resolve_device,
+    restore_optimizer,
+    sharded,
+    wrap_model,
+)
+from policy.images import AUGMENTATIONS
 from policy.normalize import Normalizer, compute_norm_stats, load_openpi_norm_stats
 from policy.pi0 import Pi0, sample_flow_time
+from policy.precision import Precision, autocast, uses_bf16
 from policy.progress import LossLog, Progress, plot_loss
 from policy.tokenizer import make_tokenizer
+from policy.transform import DEFAULT_VIEWS, CameraView, DataConfig
 from policy.weights import load_pi0_weights
 from recorder.catalogue import Catalogue
 from recorder.reader import CATALOGUE_FILE
 
 RUN_FILE = "run.json"
+COMPILE_FROM = 1000  # steps: compiling costs about a minute on a 2-core CPU and saves ~20 % a step
 RUNS = "runs"
 MAX_NONFINITE_STEPS = 5
 
@@ -64,8 +84,9 @@ class TrainSettings:
     store: Path
     out: Path | None = None  # the run folder; default <store>/runs/<time>-<config>
     config: str = "pi0-small"
-    steps: int = 1000
-    batch_size: int = 8
+    steps: int = 1000  # with `minutes`: at most this many
+    minutes: float | None = None  # a wall-clock budget: the run's length follows from its measured pace
+    batch_size: int = 32  # on a CPU, 1.15-1.3x the samples/s of 8 (bf16 matmuls fill better)
     lr: float | None = None  # peak; default 2.5e-5 from pretrained weights (openpi), 3e-4 from scratch
     warmup_steps: int | None = None  # default min(1000, steps // 10)
     final_lr_ratio: float = 0.1
@@ -76,17 +97,24 @@ class TrainSettings:
     init: Path | None = None  # published or earlier weights (safetensors)
     norm_stats: Path | None = None  # openpi norm_stats.json instead of the store's statistics
     tokenizer: Path | None = None  # PaliGemma SentencePiece model, for the `pi0` config
-    cameras: tuple[str, ...] = DataConfig().cameras
+    views: tuple[CameraView, ...] = DEFAULT_VIEWS  # what the model sees, slot by slot
+    image_size: int | None = None  # the vision tower's square side; default the config's
     prompt: str | None = None
-    augment: bool = True
+    augment: str = "shift"  # a name in policy.images.AUGMENTATIONS, or "none"
     action_horizon: int | None = None
+    noise_draws: int = 1  # flow-matching draws per sample: the prefix runs once for all of them
+    state_dropout: float = 0.0  # share of samples trained without the state (policy.transform.DataConfig)
+    precision: Precision = "auto"  # bf16 autocast where it pays (policy.precision)
+    compile: bool | None = None  # torch.compile the step; default: for runs of COMPILE_FROM steps or more
+    threads: int | None = None  # torch's intra-op threads; default one per core this process may use
     resume: bool = False
     seed: int = 0
     save_every: int = 250
     log_every: int = 10
-    workers: int = 2
+    workers: int = 0  # loader processes; frames come from the decoded-frame cache, so 0 is usually fastest
     fsdp: bool = False
     device: str | None = None  # default cuda:<local rank> when available, else cpu
+    include_flagged: bool = False  # also episodes flagged faulted, idle or still (recorder/quality.py)
 
     def peak_lr(self) -> float:
         if self.lr is not None:
@@ -110,6 +138,36 @@ class Schedule:
         return self.final + (self.peak - self.final) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+@dataclass
+class TimeBudget:
+    """A run that must end within a wall-clock budget, however fast this machine is and however busy.
+
+    Its length in steps is what the measured pace allows: after `settle` steps (compilation and
+    warm-up are slow), `steps_for` extrapolates from the pace so far, and the caller re-fits the
+    learning-rate schedule to it, so the cosine decay still ends when the time does."""
+
+    seconds: float
+    first_step: int
+    settle: int = 20
+    started: float = field(default_factory=time.monotonic)
+    _settled: tuple[int, float] | None = None
+
+    def steps_for(self, step: int, most: int) -> int:
+        """The run's total steps as now predicted (at most `most`)."""
+        now = time.monotonic()
+        if self._settled is None:
+            if step - self.first_step < self.settle:
+                return most
+            self._settled = (step, now)
+        settled_step, settled_at = self._settled
+        if step == settled_step:
+            pace = (now - self.started) / max(1, step - self.first_step)
+        else:
+            pace = (now - settled_at) / (step - settled_step)
+        remaining = self.seconds - (now - self.started)
+        return max(step if remaining <= 0 else step + 1, min(most, step + int(remaining / pace)))
+
+
 @dataclass(frozen=True)
 class TrainResult:
     run: Path
@@ -129,7 +187,10 @@ def training_loss(
     shards is the loss of the whole batch and DDP's gradient average is exact.
     """
     elements = model(batch.inputs, batch.actions, noise, time)
-    keep = (~batch.action_is_pad)[:, :, None] & batch.action_dim_mask[None, None, :]
+    draws = elements.shape[0] // batch.actions.shape[0]
+    keep = (~batch.action_is_pad).repeat_interleave(draws, dim=0)[:, :, None] & batch.action_dim_mask[
+        None, None, :
+    ]
     count = elements.shape[0] * elements.shape[1] * batch.action_dim_mask.sum()
     return (elements * keep).sum() / count
 
@@ -141,50 +202,65 @@ def train_step(
     noise: torch.Tensor,
     time: torch.Tensor,
     clip_norm: float,
+    precision: Precision = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One update; returns (loss, gradient norm before clipping). A non-finite gradient skips the update."""
-    with _autocast(batch.actions.device):
+    """One update; returns (loss, gradient norm before clipping). A non-finite gradient skips the update:
+    a fused optimizer skips it on the device (GradScaler's `found_inf`), so the host never waits for
+    the step to finish; others are asked after a wait."""
+    with autocast(batch.actions.device, precision):
         loss = training_loss(model, batch, noise, time)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
     grad_norm = torch.nn.utils.clip_grad_norm_(parameters, clip_norm)
-    if bool(torch.isfinite(grad_norm)):
+    if getattr(optimizer, "_step_supports_amp_scaling", False):
+        optimizer.found_inf = (~torch.isfinite(grad_norm)).float()  # type: ignore[attr-defined]
+        optimizer.step()
+        del optimizer.found_inf  # type: ignore[attr-defined]
+    elif bool(torch.isfinite(grad_norm)):
         optimizer.step()
     return loss.detach(), grad_norm.detach()
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def make_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, fused: bool = True) -> torch.optim.AdamW:
+    """AdamW (β 0.9/0.95, as openpi) over the trainable weights. Fused: one kernel for every parameter's
+    update instead of a dozen per tensor, on the CPU and on CUDA; DTensor parameters (FSDP) take the
+    default implementation."""
     trainable = [p for p in model.parameters() if p.requires_grad]
+    fused = fused and not any(isinstance(p, DTensor) for p in trainable)
     return torch.optim.AdamW(
-        trainable, lr=settings.peak_lr(), betas=(0.9, 0.95), eps=1e-8, weight_decay=settings.weight_decay
+        trainable, lr=lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=weight_decay, fused=fused
     )
 
 
 class Ema:
-    """An exponential moving average of the trainable weights (the weights to act with)."""
+    """An exponential moving average of the trainable weights (the weights to act with).
+
+    The average starts at the initial weights, so a plain decay d would keep d^t of the random
+    initialization after t steps: with d = 0.999, 37 % of noise at step 1000, enough to wreck a
+    short run's policy. The decay therefore warms up, min(d, (1 + t) / (10 + t)) at step t (as
+    timm's and LeRobot's EMAs), which weighs early steps like a running mean."""
 
     def __init__(
-        self, model: nn.Module, decay: float, start: Mapping[str, torch.Tensor] | None = None
+        self, model: nn.Module, decay: float, start: Mapping[str, torch.Tensor] | None = None, step: int = 0
     ) -> None:
-        self.decay = decay
+        self.decay, self.step = decay, step
         self.shadow = {
             name: (start[name] if start and name in start else p.detach()).to(p.device, torch.float32).clone()
             for name, p in model.named_parameters()
             if p.requires_grad
         }
 
+    def decay_at(self, step: int) -> float:
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        weight = 1.0 - self.decay_at(self.step)
         for name, p in model.named_parameters():
             if name in self.shadow:
-                self.shadow[name].lerp_(p.detach().float(), 1 - self.decay)
+                self.shadow[name].lerp_(p.detach().float(), weight)
+        self.step += 1
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -199,51 +275,62 @@ class _Setup:
     tasks: tuple[str, ...]
 
 
-def train(settings: TrainSettings, say: Callable[[str], None] = print) -> TrainResult:
-    """Train (or resume) a run and return where its last checkpoint is."""
+OnCheckpoint = Callable[[Path, int], None]
+
+
+def train(
+    settings: TrainSettings, say: Callable[[str], None] = print, on_checkpoint: OnCheckpoint | None = None
+) -> TrainResult:
+    """Train (or resume) a run and return where its last checkpoint is. `on_checkpoint(folder, step)`
+    runs on the main rank after each periodic checkpoint (an evaluation, say); training waits for it."""
+    if settings.fsdp and settings.ema_decay:  # before the run folder and the model exist
+        raise TrainingError("--ema with --fsdp is not supported; drop one of them")
     ranks = Ranks.from_env()
-    if ranks.world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    device = _device(settings, ranks)
+    device = resolve_device(settings.device, ranks)
+    join_process_group(ranks, device)
     try:
-        return _train(settings, ranks, device, say if ranks.main else (lambda _: None))
+        hook = on_checkpoint if ranks.main else None
+        return _train(settings, ranks, device, say if ranks.main else (lambda _: None), hook)
     finally:
-        if ranks.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def _device(settings: TrainSettings, ranks: Ranks) -> torch.device:
-    if settings.device:
-        return torch.device(settings.device)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(ranks.local_rank)
-        return torch.device("cuda", ranks.local_rank)
-    return torch.device("cpu")
+        leave_process_group(ranks)
 
 
 def _train(
-    settings: TrainSettings, ranks: Ranks, device: torch.device, say: Callable[[str], None]
+    settings: TrainSettings,
+    ranks: Ranks,
+    device: torch.device,
+    say: Callable[[str], None],
+    on_checkpoint: OnCheckpoint | None,
 ) -> TrainResult:
     setup = _resume_setup(settings) if settings.resume else _fresh_setup(settings, ranks.main)
     if setup.start_step >= settings.steps:
         raise TrainingError(
             f"{setup.run} is already at step {setup.start_step}; give --steps above it to train further"
         )
-    model = Pi0(setup.config)
-    ema_start, moments = _initial_weights(settings, setup, model, say)
+    # Sharded, only the main rank holds the full weights (from the seed, --init or the checkpoint);
+    # every rank's model is built on `meta` and receives its shards from them.
+    sharding = sharded(ranks, settings.fsdp)
+    model = build_model(setup.config, settings.seed, "meta" if sharding else "cpu")
+    filled = build_model(setup.config, settings.seed) if sharding and ranks.main else model
+    receives = sharding and not ranks.main
+    ema_start, moments = (None, {}) if receives else _initial_weights(settings, setup, filled, say)
     for parameter in model.unused_parameters():
         parameter.requires_grad_(False)
     if settings.freeze_prefix:
         model.freeze_prefix()
-    model.to(device)
+    if not sharding:
+        model.to(device)
+    if device.type == "cpu":
+        torch.set_num_threads(settings.threads or len(os.sched_getaffinity(0)))
     names = [name for name, p in model.named_parameters() if p.requires_grad]
-    ema = Ema(model, settings.ema_decay, ema_start) if settings.ema_decay else None
-    if settings.fsdp and settings.ema_decay:
-        raise TrainingError("--ema with --fsdp is not supported; drop one of them")
-    wrapped = wrap_model(model, ranks, device, settings.fsdp)
-    optimizer = make_optimizer(wrapped, settings)
-    if moments:
-        restore_optimizer(optimizer, names, moments)
+    ema = Ema(model, settings.ema_decay, ema_start, setup.start_step) if settings.ema_decay else None
+    full_weights = filled.state_dict() if sharding and ranks.main else None
+    bf16 = uses_bf16(device, settings.precision)
+    wrapped = wrap_model(model, ranks, device, settings.fsdp, bf16, full_weights)
+    del filled, full_weights
+    optimizer = make_optimizer(wrapped, settings.peak_lr(), settings.weight_decay)
+    if setup.resume_from is not None:
+        restore_optimizer(wrapped, optimizer, names, moments, ranks)
     tokenizer = make_tokenizer(setup.config, settings.tokenizer)
     loader = make_loader(
         settings.store,
@@ -256,11 +343,19 @@ def _train(
         seed=settings.seed + setup.start_step,
         rank=ranks.rank,
         world_size=ranks.world_size,
+        say=say,
+        include_flagged=settings.include_flagged,
+        pin_memory=device.type == "cuda",
     )
+    compiled = compile_model(
+        wrapped, settings.compile if settings.compile is not None else settings.steps >= COMPILE_FROM
+    )
+    draws = settings.noise_draws
     warmup = settings.warmup_steps if settings.warmup_steps is not None else min(1000, settings.steps // 10)
     schedule = Schedule(
         settings.peak_lr(), warmup, settings.steps, settings.peak_lr() * settings.final_lr_ratio
     )
+    budget = TimeBudget(60 * settings.minutes, setup.start_step) if settings.minutes else None
     generator = torch.Generator(device=device).manual_seed(
         settings.seed * 1_000_003 + ranks.rank + setup.start_step
     )
@@ -276,31 +371,41 @@ def _train(
     log = LossLog(setup.run, setup.start_step) if ranks.main else None
     progress = Progress(settings.steps) if ranks.main else None
     checkpoint = setup.resume_from
-    step, loss_value, nonfinite = setup.start_step, math.nan, 0
+    step, loss_value = setup.start_step, math.nan
+    nonfinite = longest_nonfinite = torch.zeros((), dtype=torch.long, device=device)  # counted on the device
     window_start, window_steps = time.perf_counter(), 0
     status = "failed"
     with _stop_on_signals() as stop_requested:
         try:
             stream: Iterator[TrainingBatch] = batches(loader)
             wrapped.train()
-            while step < settings.steps:
+            while step < schedule.total:
                 for group in optimizer.param_groups:
                     group["lr"] = schedule.lr(step)
                 batch = augment_batch(next(stream).to(device), setup.data, generator)
-                noise = model.noise(settings.batch_size, device, generator)
-                flow_time = sample_flow_time(settings.batch_size, generator, device.type)
-                loss, grad_norm = train_step(wrapped, optimizer, batch, noise, flow_time, settings.clip_norm)
-                nonfinite = 0 if bool(torch.isfinite(grad_norm)) else nonfinite + 1
-                if nonfinite >= MAX_NONFINITE_STEPS:
-                    raise TrainingError(
-                        f"the loss or its gradient was not finite for {nonfinite} steps in a row at step "
-                        f"{step}; lower --lr (now {settings.peak_lr():g}) or check the data's statistics"
-                    )
+                noise = model.noise(settings.batch_size * draws, device, generator)
+                flow_time = sample_flow_time(settings.batch_size * draws, generator, device)
+                loss, grad_norm = train_step(
+                    compiled, optimizer, batch, noise, flow_time, settings.clip_norm, settings.precision
+                )
+                nonfinite = torch.where(torch.isfinite(grad_norm), 0, nonfinite + 1)
+                longest_nonfinite = torch.maximum(longest_nonfinite, nonfinite)
                 if ema is not None:
                     ema.update(model)
                 step += 1
                 window_steps += 1
-                if step % settings.log_every == 0 or step == settings.steps:
+                if budget is not None and step % 10 == 0:
+                    total = agree_steps(budget.steps_for(step, settings.steps), ranks)
+                    schedule = dataclasses.replace(schedule, total=total, warmup=min(warmup, total // 10))
+                    if progress is not None:
+                        progress.total = total
+                if step % settings.log_every == 0 or step == schedule.total:  # the host waits here only
+                    if int(longest_nonfinite) >= MAX_NONFINITE_STEPS:
+                        raise TrainingError(
+                            f"the loss or its gradient was not finite for {int(longest_nonfinite)} steps in "
+                            f"a row by step {step}; lower --lr (now {settings.peak_lr():g}) or check the "
+                            "data's statistics"
+                        )
                     loss_value = mean_over_ranks(loss, ranks)
                     elapsed = (time.perf_counter() - window_start) / window_steps
                     samples = settings.batch_size * ranks.world_size / elapsed
@@ -313,10 +418,16 @@ def _train(
                     window_start, window_steps = time.perf_counter(), 0
                 if agree(stop_requested(), ranks):
                     break
-                if step % settings.save_every == 0 and step < settings.steps:
+                if step % settings.save_every == 0 and step < schedule.total:
                     checkpoint = _save(wrapped, model, optimizer, names, ema, setup, settings, step, ranks)
+                    if on_checkpoint is not None:
+                        on_checkpoint(checkpoint, step)
+                    if ranks.world_size > 1:
+                        dist.barrier()  # the other ranks wait for the main rank's hook
             checkpoint = _save(wrapped, model, optimizer, names, ema, setup, settings, step, ranks)
-            interrupted = step < settings.steps
+            interrupted = step < schedule.total
+            if on_checkpoint is not None and not interrupted:
+                on_checkpoint(checkpoint, step)
             status = "interrupted" if interrupted else "complete"
         finally:
             if progress is not None:
@@ -332,18 +443,48 @@ def _train(
             f"rig train --store {settings.store} --resume --out {setup.run}"
         )
     else:
-        say(f"done: step {step}, loss {loss_value:.4f}; checkpoint {checkpoint}")
+        peak = ""
+        if device.type == "cuda":
+            peak = f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+        say(f"done: step {step}, loss {loss_value:.4f}{peak}; checkpoint {checkpoint}")
     return TrainResult(setup.run, checkpoint, step, loss_value, interrupted)
 
 
+def compile_model(model: nn.Module, wanted: bool) -> nn.Module:
+    """The model under torch.compile (the same module to the caller: forward is compiled), or as is."""
+    return typing.cast(nn.Module, torch.compile(model)) if wanted else model
+
+
+def _data_config(settings: TrainSettings) -> DataConfig:
+    if settings.augment != "none" and settings.augment not in AUGMENTATIONS:
+        raise TrainingError(
+            f"unknown augmentation {settings.augment!r}; known: {', '.join(AUGMENTATIONS)}, none"
+        )
+    return DataConfig(
+        views=settings.views,
+        augment=settings.augment != "none",
+        augmentation=AUGMENTATIONS.get(settings.augment, AUGMENTATIONS["color"]),
+        prompt=settings.prompt,
+        state_dropout=settings.state_dropout,
+    )
+
+
 def _fresh_setup(settings: TrainSettings, main: bool) -> _Setup:
-    overrides = {"action_horizon": settings.action_horizon} if settings.action_horizon else {}
-    config = get_config(settings.config, **overrides)
+    config = get_config(settings.config)
+    if settings.action_horizon:
+        config = dataclasses.replace(config, action_horizon=settings.action_horizon)
+    if settings.image_size:
+        try:
+            config = dataclasses.replace(
+                config, vision=dataclasses.replace(config.vision, image_size=settings.image_size)
+            )
+        except ValueError as error:
+            raise TrainingError(f"--image-size {settings.image_size}: {error}") from None
     if settings.norm_stats is not None:
         normalizer = load_openpi_norm_stats(settings.norm_stats)
     else:
-        normalizer = compute_norm_stats(settings.store)
-    data = DataConfig(cameras=settings.cameras, augment=settings.augment, prompt=settings.prompt)
+        normalizer = compute_norm_stats(settings.store, include_flagged=settings.include_flagged)
+    data = _data_config(settings)
     run = settings.out or settings.store / RUNS / f"{time.strftime('%Y%m%d-%H%M%S')}-{config.name}"
     if main:  # one rank owns the folder (another rank could see the first checkpoint land)
         if latest_checkpoint(run) is not None:

@@ -3,6 +3,8 @@
 Checkpoints are only ever read with safetensors (never unpickled), tensor by tensor, so a 3B model does not
 need twice its size in memory. Each published layout is a table of name-prefix rewrites onto the model's
 own ("native") parameter names; the same table, read backwards, writes the published layouts for export.
+An export holds every name the peer's π0 module has, so LeRobot's `PI0Policy` and openpi's PyTorch
+`PI0Pytorch` load it with a strict `load_state_dict`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any, Literal
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
+from policy.pi0 import Pi0
 
 Layout = Literal["native", "lerobot", "openpi"]
 RuleKind = Literal["weight", "tied", "ignored"]
@@ -60,22 +64,24 @@ _BODY: tuple[tuple[str, str, RuleKind, bool], ...] = (
     (_PALIGEMMA + "lm_head.", _EMBED, "tied", True),
     (_PALIGEMMA + "language_model.lm_head.", _EMBED, "tied", False),
     (_EXPERT + "model.", "expert.", "weight", True),
-    (_EXPERT + "lm_head.", "", "ignored", False),
+    (_EXPERT + "lm_head.", "", "ignored", False),  # written by export_state_dict
     ("state_proj.", "state_proj.", "weight", True),
     ("action_in_proj.", "action_in_proj.", "weight", True),
     ("action_out_proj.", "action_out_proj.", "weight", True),
 )
-# LeRobot names the time MLP `action_time_mlp_*`, openpi's conversion `time_mlp_*`; each reads the other.
-_TIME_MLP: dict[Layout, str] = {"lerobot": "action_time_mlp_", "openpi": "time_mlp_"}
+# π0's time MLP is `action_time_mlp_*` in LeRobot and in openpi's PyTorch π0 alike; `time_mlp_*` is π0.5's
+# name, which this project's openpi export once wrote for π0, so it is still read.
+_TIME_MLP = "action_time_mlp_"
+_OLD_TIME_MLP = "time_mlp_"
 
 
 def _layout_rules(layout: Layout) -> Iterator[Rule]:
     root = _ROOTS[layout]
     for name, native, kind, written in _BODY:
         yield Rule(root + name, native, layout, kind, written)
-    for owner, prefix in _TIME_MLP.items():
-        for part in ("in.", "out."):
-            yield Rule(root + prefix + part, "action_time_mlp_" + part, layout, "weight", owner == layout)
+    for part in ("in.", "out."):
+        yield Rule(root + _TIME_MLP + part, _TIME_MLP + part, layout, "weight", True)
+        yield Rule(root + _OLD_TIME_MLP + part, _TIME_MLP + part, layout, "weight", False)
 
 
 def _build_rules() -> tuple[Rule, ...]:
@@ -119,7 +125,7 @@ def export_keys(name: str, layout: Layout) -> list[str]:
     names = [
         rule.ckpt + name[len(rule.native) :]
         for rule in RULES
-        if rule.layout == layout and rule.written and name.startswith(rule.native)
+        if rule.layout == layout and rule.written and rule.kind != "ignored" and name.startswith(rule.native)
     ]
     # The embedding matches both its own rule and the tied head; nothing else may match twice.
     return names or [name]
@@ -303,17 +309,28 @@ def load_pi0_weights(model: torch.nn.Module, source: Path) -> LoadReport:
     )
 
 
-def save_pi0_weights(model: torch.nn.Module, path: Path, layout: Layout = "native") -> None:
-    """Write the model's weights as one safetensors file under `layout`'s names.
+def export_state_dict(model: Pi0, layout: Layout = "native") -> dict[str, torch.Tensor]:
+    """The model's tensors under `layout`'s names, on the model's device (`meta` included).
 
     The published layouts also carry the language model's head, tied to (equal to) the token embedding,
-    so exported files look like the ones LeRobot and openpi publish.
+    and the action expert's head, which π0 never uses (zeros here): the peers' modules have both, so a
+    strict load needs them.
     """
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         for index, key in enumerate(export_keys(name, layout)):
-            data = tensor.detach().cpu().contiguous()
+            data = tensor.detach()
             tensors[key] = data.clone() if index else data  # safetensors refuses shared storage
+    if layout != "native":
+        width, expert = model.config.vocab_size, model.expert.norm.weight
+        head = _ROOTS[layout] + _EXPERT + "lm_head.weight"
+        tensors[head] = torch.zeros(width, expert.shape[0], dtype=torch.bfloat16, device=expert.device)
+    return tensors
+
+
+def save_pi0_weights(model: Pi0, path: Path, layout: Layout = "native") -> None:
+    """Write the model's weights as one safetensors file under `layout`'s names (`export_state_dict`)."""
+    tensors = {key: t.cpu().contiguous() for key, t in export_state_dict(model, layout).items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": "pt", "layout": layout})
 
@@ -327,6 +344,7 @@ _CONFIG_FIELDS: dict[str, str] = {
     "chunk_size": "action_horizon",
     "action_horizon": "action_horizon",
     "num_steps": "num_steps",
+    "num_inference_steps": "num_steps",  # LeRobot's name
 }
 
 

@@ -5,8 +5,10 @@ An array is a msgpack ext value (type `ARRAY_EXT`) holding `[dtype, shape, bytes
 with a short dtype whitelist; decoding checks that the bytes fill the shape exactly and returns a
 writable, contiguous copy (safe to hand to torch).
 
-Messages (plain maps; `id` pairs a reply with its request):
-    {"kind": "info"}                      → {"kind": "info", "info": PolicyInfo.to_dict(), "server": {...}}
+Messages (plain maps, one frame each; `id` pairs a reply with its request; any request may carry
+`wait_s`, how long its client waits for the reply, after which the server drops it):
+    {"kind": "info"}                      → {"kind": "info", "info": PolicyInfo.to_dict(), "server": {
+                                             "version", "protocol", "max_message_bytes"}}
     {"kind": "infer", "id", "state", "images", "prompt", "guidance": None | {"actions", "frozen",
      "execute"}}                          → {"kind": "chunk", "id", "actions" (H, 14) float32, "infer_s"}
     {"kind": "ping"}                      → {"kind": "pong"}
@@ -45,7 +47,7 @@ def encode(obj: Any) -> bytes:
         raise WireError(f"cannot encode {type(obj).__name__} for the wire: {error}") from error
 
 
-def decode(data: bytes) -> Any:
+def decode(data: bytes | memoryview) -> Any:
     try:
         return msgpack.unpackb(data, ext_hook=_decode_ext, raw=False)
     except WireError:

@@ -19,6 +19,11 @@ v2 adds what autonomous episodes need (DAgger-style data):
 - `episodes.tags`: comma-separated labels (`eval` keeps a policy rollout out of training data).
 - `segments`: labeled step ranges of an episode, `[start_step, end_step)` in record positions (the
   recorder stores each run of autonomous and of intervention steps).
+
+v3 adds `episodes.flags`: what makes an episode no demonstration, judged from its steps when it ends
+(recorder/quality.py), as JSON flag -> reason (`{"idle": "not driven for 4.1 of 8.0 s, ..."}`);
+`{}` for a good episode, NULL for one not judged (recorded before v3). Training leaves flagged
+episodes out unless asked.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from typing import Any, Protocol
 
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError, Table
+
+from recorder.errors import ADVICE, CatalogueDamagedError, NotInCatalogueError, StoreFullError, rebuild_advice
 
 EPISODE_STATUSES = ("recording", "complete", "interrupted")
 OUTCOMES = ("success", "failure")
@@ -131,7 +138,12 @@ def _v2(db: Database) -> None:
     db.table("segments").create_index(["episode_id"])
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
+def _v3(db: Database) -> None:
+    """Episode quality flags (NULL: not judged)."""
+    db.table("episodes").add_column("flags", str)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
 
 
 class SchemaTooNewError(RuntimeError):
@@ -238,6 +250,11 @@ class EpisodeRecord:
     twin_reward: int | None
     frames_dropped: Mapping[str, int]
     tags: tuple[str, ...] = ()
+    flags: Mapping[str, str] | None = None  # flag -> reason (recorder/quality.py); None: not judged
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags)
 
 
 @dataclass(frozen=True)
@@ -276,21 +293,51 @@ def _one_of(value: str | None, allowed: Sequence[str | None], what: str) -> None
 
 class Catalogue:
     """The catalogue file, open. Safe to share between threads (the recorder's writer thread and the
-    TUI's): every method holds the catalogue's lock."""
+    TUI's): every method holds the catalogue's lock.
+
+    A damaged file (or one emptied to 0 bytes, which SQLite would take for a new catalogue) is
+    refused with CatalogueDamagedError, and a write that finds the disk full raises StoreFullError.
+    `on_change`, when set, is called with an episode's id after each change to that episode (the
+    store keeps a copy of its rows in the episode's folder)."""
 
     def __init__(self, path: Path, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self.path = Path(path)
+        self.on_change: Callable[[int], None] | None = None
+        if self.path.exists() and self.path.stat().st_size == 0:
+            raise CatalogueDamagedError(
+                f"{self.path} is empty (0 bytes): the catalogue was lost, the episode folders were not. "
+                + rebuild_advice(self.path.parent)
+            )
         self.db = Database(sqlite3.connect(self.path, check_same_thread=False))
         self._lock = threading.RLock()
         try:
-            self.db.execute("PRAGMA busy_timeout = 5000")  # another process may be writing
-            self.db.enable_wal()  # readers (training, the TUI) never block the recorder
-            self.db.execute("PRAGMA synchronous = FULL")  # a committed episode survives a power cut
-            self.db.execute("PRAGMA foreign_keys = ON")
-            _migrate(self.db, migrations, self.path)
+            with self._sqlite_errors():
+                self.db.execute("PRAGMA busy_timeout = 5000")  # another process may be writing
+                self.db.enable_wal()  # readers (training, the TUI) never block the recorder
+                self.db.execute("PRAGMA synchronous = FULL")  # a committed episode survives a power cut
+                self.db.execute("PRAGMA foreign_keys = ON")
+                _check_integrity(self.db, self.path)
+                _migrate(self.db, migrations, self.path)
         except BaseException:
             self.db.close()
             raise
+
+    @contextmanager
+    def _sqlite_errors(self) -> Iterator[None]:
+        """SQLite's errors as the store's: a full disk, a damaged file (with what to do)."""
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            if "full" not in str(error) and "disk I/O" not in str(error):
+                raise  # e.g. locked past the busy timeout: not the store's fault
+            raise StoreFullError(
+                f"{self.path}: the catalogue could not be written ({error}): the disk is full (or failing). "
+                f"{ADVICE}"
+            ) from error
+        except sqlite3.DatabaseError as error:
+            raise CatalogueDamagedError(
+                f"{self.path} is damaged ({error}). {rebuild_advice(self.path.parent)}"
+            ) from error
 
     @property
     def schema_version(self) -> int:
@@ -302,8 +349,12 @@ class Catalogue:
 
     @contextmanager
     def _atomic(self) -> Iterator[Database]:
-        with self._lock, self.db.atomic():
+        with self._lock, self._sqlite_errors(), self.db.atomic():
             yield self.db
+
+    def _changed(self, episode_id: int) -> None:
+        if self.on_change is not None:
+            self.on_change(episode_id)
 
     def _table(self, name: str) -> Table:
         return self.db.table(name)
@@ -330,6 +381,10 @@ class Catalogue:
         with self._atomic():
             return _pk(self._table("sessions").insert(row))
 
+    def session_row(self, session_id: int) -> dict[str, Any]:
+        """The session's row as stored (its calibration as JSON text)."""
+        return self._get("sessions", session_id)
+
     def session(self, session_id: int) -> SessionRecord:
         row = self._get("sessions", session_id)
         return SessionRecord(**{**row, "calibration": json.loads(row["calibration"])})
@@ -337,7 +392,7 @@ class Catalogue:
     # ---- tasks ----
     def tasks(self) -> dict[int, str]:
         """Every task text by id."""
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             return {row["id"]: row["text"] for row in self._table("tasks").rows_where(order_by="id")}
 
     # ---- episodes ----
@@ -382,12 +437,14 @@ class Catalogue:
         twin_reward: int | None = None,
         ended_at: str | None = None,
         segments: Sequence[Segment] = (),
+        flags: Mapping[str, str] | None = None,
     ) -> None:
         """An episode's end: `complete`, or `interrupted` (the recording stopped early); its segments
-        go in with it, in one transaction, so a crash never leaves a finished episode without them."""
+        and quality flags (None: not judged) go in with it, in one transaction, so a crash never
+        leaves a finished episode without them."""
         _one_of(status, ("complete", "interrupted"), "finished episode status")
         _one_of(outcome, (*OUTCOMES, None), "outcome")
-        updates = {
+        updates: dict[str, Any] = {
             "steps": steps,
             "duration_s": duration_s,
             "status": status,
@@ -396,9 +453,12 @@ class Catalogue:
             "twin_reward": twin_reward,
             "ended_at": ended_at or now(),
         }
+        if flags is not None:
+            updates["flags"] = _flags_json(flags)
         with self._atomic():
             self._update("episodes", episode_id, updates)
-            self.add_segments(episode_id, segments)
+            self._insert_segments(episode_id, segments)
+        self._changed(episode_id)
 
     def update_stream(self, episode_id: int, camera: str, frames_written: int, frames_dropped: int) -> None:
         self._update(
@@ -406,21 +466,34 @@ class Catalogue:
             (episode_id, camera),
             {"frames_written": frames_written, "frames_dropped": frames_dropped},
         )
+        self._changed(episode_id)
 
     def set_outcome(self, episode_id: int, outcome: str | None) -> None:
         """The operator's verdict (or back to unknown with None)."""
         _one_of(outcome, (*OUTCOMES, None), "outcome")
-        self._update("episodes", episode_id, {"outcome": outcome})
+        self._update_episode(episode_id, {"outcome": outcome})
 
     def set_notes(self, episode_id: int, notes: str) -> None:
-        self._update("episodes", episode_id, {"notes": notes})
+        self._update_episode(episode_id, {"notes": notes})
+
+    def set_flags(self, episode_id: int, flags: Mapping[str, str]) -> None:
+        """The episode's quality flags (flag -> reason), replacing any it had."""
+        self._update_episode(episode_id, {"flags": _flags_json(flags)})
 
     def set_tags(self, episode_id: int, tags: Sequence[str]) -> None:
         """Replace the episode's tags."""
-        self._update("episodes", episode_id, {"tags": ",".join(_check_tags(tags))})
+        self._update_episode(episode_id, {"tags": ",".join(_check_tags(tags))})
+
+    def _update_episode(self, episode_id: int, updates: Mapping[str, Any]) -> None:
+        self._update("episodes", episode_id, updates)
+        self._changed(episode_id)
 
     def add_segments(self, episode_id: int, segments: Sequence[Segment]) -> None:
         """Label ranges of the episode's steps (added to those it has)."""
+        self._insert_segments(episode_id, segments)
+        self._changed(episode_id)
+
+    def _insert_segments(self, episode_id: int, segments: Sequence[Segment]) -> None:
         rows = [
             {"episode_id": episode_id, "label": s.label, "start_step": s.start_step, "end_step": s.end_step}
             for s in segments
@@ -432,7 +505,7 @@ class Catalogue:
 
     def segments(self, episode_id: int) -> list[SegmentRecord]:
         """The episode's segments in step order."""
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             rows = self._table("segments").rows_where(
                 "episode_id = ?", [episode_id], order_by="start_step, id"
             )
@@ -446,9 +519,11 @@ class Catalogue:
         status: str | None = None,
         tag: str | None = None,
         exclude_tag: str | Sequence[str] | None = None,
+        flagged: bool | None = None,
     ) -> list[EpisodeRecord]:
-        """Episodes in the order they were recorded: all, or those with `status`, with `tag`, and
-        without `exclude_tag` (one tag, or any of several)."""
+        """Episodes in the order they were recorded: all, or those with `status`, with `tag`,
+        without `exclude_tag` (one tag, or any of several), and flagged or not (`flagged`; an
+        episode never judged counts as not flagged)."""
         where, values = [], []
         if status is not None:
             _one_of(status, EPISODE_STATUSES, "episode status")
@@ -460,12 +535,37 @@ class Catalogue:
         excluded = (exclude_tag,) if isinstance(exclude_tag, str) else tuple(exclude_tag or ())
         where += [f"NOT {_HAS_TAG}"] * len(excluded)
         values += excluded
-        with self._lock:
+        if flagged is not None:
+            where.append(_FLAGGED if flagged else f"NOT {_FLAGGED}")
+        with self._lock, self._sqlite_errors():
             rows = self._table("episodes").rows_where(" AND ".join(where) or None, values, order_by="id")
             return [_episode(row) for row in rows]
 
+    def training_episodes(
+        self,
+        episodes: Sequence[int] | None = None,
+        exclude_tags: Sequence[str] = TRAINING_EXCLUDES,
+        include_flagged: bool = False,
+    ) -> list[EpisodeRecord]:
+        """What training reads (windows and norm stats alike): complete episodes, all or those listed,
+        less those tagged `exclude_tags` and, unless `include_flagged`, those flagged. Raises
+        ValueError saying what was left out when nothing is left."""
+        found = self.episodes(status="complete", exclude_tag=exclude_tags)
+        listed = [e for e in found if episodes is None or e.id in episodes]
+        chosen = [e for e in listed if include_flagged or not e.flagged]
+        if not chosen:
+            without = f" without tags {', '.join(exclude_tags)}" if exclude_tags else ""
+            flagged = len(listed) - len(chosen)
+            hint = (
+                f"; {flagged} flagged (`rig episodes` says why; --include-flagged trains on them)"
+                if flagged
+                else ""
+            )
+            raise ValueError(f"{self.path.parent}: no complete episodes{without} to train on{hint}")
+        return chosen
+
     def streams(self, episode_id: int) -> list[CameraStreamRecord]:
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             rows = self._table("camera_streams").rows_where("episode_id = ?", [episode_id], order_by="rowid")
             return [CameraStreamRecord(**row) for row in rows]
 
@@ -496,21 +596,70 @@ class Catalogue:
         return _training_run(self._get("training_runs", run_id))
 
     def training_runs(self) -> list[TrainingRunRecord]:
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             return [_training_run(row) for row in self._table("training_runs").rows_where(order_by="id")]
+
+    # ---- an episode's rows, kept in its folder for rebuilding the catalogue ----
+    def snapshot(self, episode_id: int) -> dict[str, Any]:
+        """Every row the catalogue holds about an episode, its session's included, as plain JSON
+        values: what putting the episode back into an empty catalogue (`restore`) needs."""
+        with self._lock, self._sqlite_errors():
+            episode = self._get("episodes", episode_id)
+            segments = self._table("segments").rows_where(
+                "episode_id = ?", [episode_id], order_by="start_step"
+            )
+            streams = self._table("camera_streams").rows_where(
+                "episode_id = ?", [episode_id], order_by="rowid"
+            )
+            return {
+                "episode": episode,
+                "session": self._get("sessions", episode["session_id"]),
+                "streams": [_without(row, "episode_id") for row in streams],
+                "segments": [_without(row, "id", "episode_id") for row in segments],
+            }
+
+    def restore(self, snapshot: Mapping[str, Any]) -> int:
+        """Put an episode back from its `snapshot`, under its own id, with its session unless one with
+        that id is here already; columns this catalogue does not know are left out. Returns the id."""
+        with self._atomic():
+            session = self._known_columns("sessions", snapshot["session"])
+            if not self._table("sessions").count_where("id = ?", [session["id"]]):
+                self._table("sessions").insert(session)
+            episode = self._known_columns("episodes", snapshot["episode"])
+            episode["task_id"] = self._table("tasks").lookup({"text": episode["task"]})
+            self._table("episodes").insert(episode)
+            streams = [self._known_columns("camera_streams", row) for row in snapshot["streams"]]
+            self._table("camera_streams").insert_all(
+                [{**row, "episode_id": episode["id"]} for row in streams]
+            )
+            self._insert_segments(episode["id"], [Segment(**row) for row in snapshot["segments"]])
+        return int(episode["id"])
+
+    def _known_columns(self, table: str, row: Mapping[str, Any]) -> dict[str, Any]:
+        known = self._table(table).columns_dict
+        return {name: value for name, value in row.items() if name in known}
 
     # ---- helpers ----
     def _get(self, table: str, key: Any) -> dict[str, Any]:
-        with self._lock:
+        with self._lock, self._sqlite_errors():
             try:
                 return self._table(table).get(key)
             except NotFoundError:
-                raise KeyError(f"{self.path}: no {table} row {key!r}") from None
+                if table == "episodes":
+                    root = self.path.parent
+                    raise NotInCatalogueError(
+                        f"{root}: no episode {key}; `rig episodes --store {root}` lists them"
+                    ) from None
+                raise NotInCatalogueError(f"{self.path}: no {table} row {key!r}") from None
 
     def _update(self, table: str, key: Any, updates: Mapping[str, Any]) -> None:
         with self._atomic():
             self._get(table, key)
             self._table(table).update(key, dict(updates))
+
+
+def _without(row: Mapping[str, Any], *names: str) -> dict[str, Any]:
+    return {name: value for name, value in row.items() if name not in names}
 
 
 def _pk(table: Table) -> int:
@@ -527,15 +676,31 @@ def _stream_row(episode_id: int, spec: StreamSpec | Mapping[str, Any]) -> dict[s
 
 # Whether the comma-separated `tags` holds the tag bound to `?`.
 _HAS_TAG = "instr(',' || tags || ',', ',' || ? || ',') > 0"
+# Whether the episode was judged and found wanting (flags are stored with sorted keys, `{}` for none).
+_FLAGGED = "coalesce(flags, '{}') != '{}'"
+
+
+def _flags_json(flags: Mapping[str, str]) -> str:
+    return json.dumps(dict(flags), sort_keys=True)
 
 
 def _episode(row: Mapping[str, Any]) -> EpisodeRecord:
     tags = tuple(tag for tag in row["tags"].split(",") if tag)
-    return EpisodeRecord(**{**row, "frames_dropped": json.loads(row["frames_dropped"]), "tags": tags})
+    flags = None if row["flags"] is None else json.loads(row["flags"])
+    return EpisodeRecord(
+        **{**row, "frames_dropped": json.loads(row["frames_dropped"]), "tags": tags, "flags": flags}
+    )
 
 
 def _training_run(row: Mapping[str, Any]) -> TrainingRunRecord:
     return TrainingRunRecord(**{**row, "config": json.loads(row["config"])})
+
+
+def _check_integrity(db: Database, path: Path) -> None:
+    """SQLite's own check of the file's pages and indexes (fast on a catalogue's size)."""
+    problems = [row[0] for row in db.execute("PRAGMA quick_check").fetchall()]
+    if problems != ["ok"]:
+        raise sqlite3.DatabaseError(f"{'; '.join(problems[:3])}")
 
 
 def _user_version(db: Database) -> int:

@@ -17,3 +17,36 @@ class StoreFullError(OSError):
 
 # What the operator can do about it, ending every StoreFullError's message.
 ADVICE = "Free space (delete episodes you no longer need) or move the store to a larger disk."
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used as it is; the message names the file and says what to do. The
+    commands print it as one line."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store: two recorders in one store would corrupt each other."""
+
+
+class CatalogueDamagedError(StoreError):
+    """The catalogue file is damaged or was emptied. Nothing is changed: the episode folders still
+    hold everything, and `rig rebuild-catalogue` rebuilds the catalogue from them."""
+
+
+class StepsFileError(StoreError, ValueError):
+    """An episode's step files cannot be read (a damaged `steps.json`)."""
+
+
+class NotInCatalogueError(KeyError):
+    """No such row (an unknown episode id). A KeyError, printed without KeyError's quotes."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def rebuild_advice(root: object) -> str:
+    """How to get a usable catalogue back, for the messages of the errors above."""
+    return (
+        f"`rig rebuild-catalogue --store {root}` rebuilds it from the episode folders "
+        "(the damaged file is kept beside it)"
+    )

@@ -44,7 +44,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recorder.catalogue import CameraStream, CameraStreamRecord, EpisodeRecord
-from recorder.steps import UNKNOWN_MODE, StepWriter, read_steps, step_dtype
+from recorder.steps import RECORDS, UNKNOWN_MODE, StepWriter, read_steps, step_dtype
 from recorder.store import Store
 from recorder.video import VideoReader, VideoSettings, VideoWriter
 from rig.step import SIDES, STATE_DIM
@@ -119,6 +119,10 @@ class ExportSummary:
     skipped: tuple[int, ...] = ()  # store episodes with no steps
     frames_filled: Mapping[str, int] = field(default_factory=dict)  # steps whose frame was missing
     max_jitter_s: float = 0.0  # the largest |timestamp - frame_index / fps| written
+    # What the store had lost before the export (a step file shorter than the catalogue says, steps
+    # whose frames never reached the video), one sentence per episode and camera: data that is not
+    # in the dataset although the catalogue says it was recorded.
+    losses: tuple[str, ...] = ()
 
     def describe(self) -> str:
         filled = sum(self.frames_filled.values())
@@ -131,6 +135,7 @@ class ExportSummary:
             parts.append(f"skipped episodes without steps: {', '.join(map(str, self.skipped))}")
         if filled:
             parts.append(f"{filled} missing frames shown as the previous one {dict(self.frames_filled)}")
+        parts += [f"warning: {loss}" for loss in self.losses]
         if self.max_jitter_s > 1e-4:
             parts.append(
                 f"timestamps stray up to {self.max_jitter_s * 1000:.1f} ms from frame_index / fps: readers"
@@ -256,12 +261,19 @@ def _write_dataset(
     rows: list[dict[str, Any]] = []
     mapping: dict[int, int] = {}
     skipped: list[int] = []
+    losses: list[str] = []
     filled = dict.fromkeys(cameras, 0)
     frames, jitter = 0, 0.0
     with _Files(root, fps, cameras, settings) as files:
         for record in records:
             folder = store.episode_dir(record.id)
             steps = read_steps(folder)
+            if len(steps) != record.steps:
+                losses.append(
+                    f"episode {record.id}: {folder / RECORDS} holds {len(steps)} whole steps, the catalogue "
+                    f"says {record.steps} were recorded (the file was damaged after recording); "
+                    f"exported {len(steps)}"
+                )
             if len(steps) == 0:
                 skipped.append(record.id)
                 continue
@@ -269,8 +281,9 @@ def _write_dataset(
             jitter = max(
                 jitter, float(np.max(np.abs(ticks * float(TIME_BASE) - np.arange(len(ticks)) / fps)))
             )
+            streams = {stream.camera: stream for stream in store.catalogue.streams(record.id)}
             row, missing = files.add_episode(
-                folder, steps, ticks, len(rows), frames, tasks.index(record.task)
+                folder, streams, steps, ticks, len(rows), frames, tasks.index(record.task), losses
             )
             rows.append({"episode_index": row["episode_index"], "tasks": [record.task], **row})
             mapping[record.id] = row["episode_index"]
@@ -281,7 +294,17 @@ def _write_dataset(
     _write_meta(root, rows, tasks, fps, cameras, robot_type, frames, settings)
     _write_card(root, repo_id, robot_type)
     return ExportSummary(
-        root, repo_id, fps, mapping, frames, tuple(tasks), tuple(cameras), tuple(skipped), filled, jitter
+        root,
+        repo_id,
+        fps,
+        mapping,
+        frames,
+        tuple(tasks),
+        tuple(cameras),
+        tuple(skipped),
+        filled,
+        jitter,
+        tuple(losses),
     )
 
 
@@ -302,14 +325,17 @@ class _Files:
     def add_episode(
         self,
         folder: Path,
+        streams: Mapping[str, CameraStreamRecord],
         steps: np.ndarray,
         ticks: np.ndarray,
         episode_index: int,
         first: int,
         task_index: int,
+        losses: list[str],
     ) -> tuple[dict[str, Any], dict[str, int]]:
-        """The episode's rows and frames appended; its row of meta/episodes (less `tasks`), and how
-        many steps per camera had no frame of their own."""
+        """The episode's rows and frames appended (its own `streams`: the files in `folder`); its row
+        of meta/episodes (less `tasks`), and how many steps per camera had no frame of their own.
+        Frames the store lost are told in `losses`."""
         table = _data_table(steps, ticks, episode_index, first, task_index)
         chunk, file = self.data.add(table)
         row: dict[str, Any] = {
@@ -322,8 +348,8 @@ class _Files:
         }
         stats = {name: _stats(_column_values(table, name)) for name in table.column_names}
         missing = {}
-        for name, stream in self.cameras.items():
-            images, missing[name] = _step_frames(folder, stream, steps)
+        for name in self.cameras:
+            images, missing[name] = _step_frames(folder, streams[name], steps, losses)
             sampler = _Sampler(len(steps), self.settings.image_stats_frames)
             span = self.videos[name].add_episode(ticks, int(ticks[-1]) + self.period, sampler.watch(images))
             row.update({f"videos/{IMAGES}{name}/{key}": value for key, value in span.items()})
@@ -422,17 +448,24 @@ class _Sampler:
 
 
 def _step_frames(
-    folder: Path, stream: CameraStreamRecord, steps: np.ndarray
+    folder: Path, stream: CameraStreamRecord, steps: np.ndarray, losses: list[str]
 ) -> tuple[Iterator[np.ndarray], int]:
     """One image per step (the frame the step saw; the latest earlier one where the step has none),
-    and how many steps had none."""
+    and how many steps had none. Steps whose frame never reached the video are told in `losses`."""
     path = folder / stream.file
+    where = f"episode {stream.episode_id}: camera {stream.camera}'s video {path}"
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path}: camera {stream.camera}'s video of episode {stream.episode_id} is missing"
-        )
+        raise FileNotFoundError(f"{where} is missing")
     reader = VideoReader(path)
     try:
+        if len(reader) == 0:
+            raise ValueError(f"{where} holds no frames")
+        beyond = int(np.count_nonzero(_recorded_indices(steps, stream.camera) >= len(reader)))
+        if beyond:
+            losses.append(
+                f"{where} holds {len(reader)} frames; {beyond} later steps point past its end (the recording "
+                "was cut short before they were written) and show the last frame it has"
+            )
         indices, missing = _video_indices(steps, stream.camera, len(reader))
     except BaseException:
         reader.close()
@@ -440,21 +473,23 @@ def _step_frames(
     return _read_frames(reader, indices), missing
 
 
-def _video_indices(steps: np.ndarray, camera: str, frames: int) -> tuple[np.ndarray, int]:
-    """The video frame of each step, and how many steps had to borrow a neighbour's.
+def _recorded_indices(steps: np.ndarray, camera: str) -> np.ndarray:
+    """Where each step's frame went in the video, as recorded (-1: none, or dropped by the encoder).
+    A layout without `<camera>/video_index` is read as the recorder writes: the k-th step that saw a
+    frame (`frame_number` >= 0) has the k-th video frame."""
+    if f"{camera}/video_index" in (steps.dtype.names or ()):
+        return steps[f"{camera}/video_index"].astype(np.int64)
+    seen = steps[f"{camera}/frame_number"] >= 0
+    return np.where(seen, np.cumsum(seen) - 1, -1)
 
-    The recorder notes in `<camera>/video_index` where each step's frame went (-1: none, or dropped
-    by the encoder). A layout without that field is read as the recorder writes: the k-th step that
-    saw a frame (`frame_number` >= 0) has the k-th video frame. A step without a frame of its own
-    shows the latest one before it (the first, at the start)."""
+
+def _video_indices(steps: np.ndarray, camera: str, frames: int) -> tuple[np.ndarray, int]:
+    """The video frame of each step, and how many steps had to borrow a neighbour's: a step without a
+    frame of its own (or whose frame is not in the video) shows the latest one before it (the first,
+    at the start)."""
     if frames == 0:
         raise ValueError(f"camera {camera} has no video frames")
-    names = steps.dtype.names or ()
-    if f"{camera}/video_index" in names:
-        index = steps[f"{camera}/video_index"].astype(np.int64)
-    else:
-        seen = steps[f"{camera}/frame_number"] >= 0
-        index = np.where(seen, np.cumsum(seen) - 1, -1)
+    index = _recorded_indices(steps, camera)
     valid = (index >= 0) & (index < frames)
     latest = np.maximum.accumulate(np.where(valid, index, -1))
     return np.clip(latest, 0, frames - 1), int(np.count_nonzero(~valid))

@@ -5,7 +5,8 @@ every few frames keeps that short), never by decoding a whole episode. Episodes 
 and a few are kept open, so a data loader worker that jumps between episodes stays cheap.
 
 Training reads demonstrations: complete episodes, less those tagged as something else (`eval`, a
-policy's rollout kept to judge it), unless asked otherwise with `exclude_tags`.
+policy's rollout kept to judge it) and those flagged as no demonstration at all (the arms faulted,
+held or never moved: recorder/quality.py), unless asked otherwise (`exclude_tags`, `include_flagged`).
 """
 
 from __future__ import annotations
@@ -53,26 +54,29 @@ class EpisodeData:
         video = self._videos.get(camera)
         if video is None:
             video = self._videos[camera] = VideoReader(self.folder / f"{camera}.mp4")
-        return video.frame(self._video_index(camera, index, len(video)))
+        return video.frame(self.video_index(camera, index, len(video)))
 
-    def _video_index(self, camera: str, index: int, frames: int) -> int:
+    def video_index(self, camera: str, index: int, frames: int) -> int:
         """The video frame recorded with step `index`: the step's own index unless frames were dropped,
-        in which case the record says where its frame went (or the nearest earlier one)."""
+        in which case the record says where its frame went (or the nearest earlier one that is in the
+        video: a killed recording's last steps point past the end of its file)."""
         field = f"{camera}/video_index"
         if field in (self.steps.dtype.names or ()):
             known = self.steps[field][: index + 1]
-            valid = known[known >= 0]
+            valid = known[(known >= 0) & (known < frames)]
             return int(valid[-1]) if len(valid) else 0
         return min(index, frames - 1)
 
-    def window(self, index: int, horizon: int) -> Window:
+    def window(self, index: int, horizon: int, images: bool = True) -> Window:
+        """The training window at step `index`; `images=False` leaves the frames to the caller
+        (who reads them from a cache of decoded frames)."""
         count = len(self.steps)
         if not 0 <= index < count:
             raise IndexError(f"episode {self.episode_id} has {count} steps, not {index + 1}")
         take = np.arange(index, index + horizon)
         pad = take >= count
         actions = self.steps["action"][np.minimum(take, count - 1)].astype(np.float32)
-        images = {camera: self.frame(camera, index) for camera in self.cameras}
+        frames = {camera: self.frame(camera, index) for camera in self.cameras} if images else {}
         return Window(
             self.episode_id,
             index,
@@ -80,7 +84,7 @@ class EpisodeData:
             self.steps["qpos"][index].astype(np.float32),
             actions,
             pad,
-            images,
+            frames,
         )
 
     def close(self) -> None:
@@ -91,7 +95,8 @@ class EpisodeData:
 
 class WindowReader:
     """All steps of a store's complete episodes (all, or those in `episodes`) that carry none of
-    `exclude_tags`, as one indexable sequence of training windows."""
+    `exclude_tags` and, unless `include_flagged`, no quality flag, as one indexable sequence of
+    training windows."""
 
     def __init__(
         self,
@@ -101,15 +106,12 @@ class WindowReader:
         cameras: Sequence[str] | None = None,
         open_episodes: int = 8,
         exclude_tags: Sequence[str] = TRAINING_EXCLUDES,
+        include_flagged: bool = False,
     ) -> None:
         self.root = Path(root)
         self.horizon = horizon
         catalogue = Catalogue(self.root / CATALOGUE_FILE)
-        found = catalogue.episodes(status="complete", exclude_tag=exclude_tags)
-        records = [e for e in found if episodes is None or e.id in episodes]
-        if not records:
-            without = f" without tags {', '.join(exclude_tags)}" if exclude_tags else ""
-            raise ValueError(f"no complete episodes{without} to read in {self.root}")
+        records = catalogue.training_episodes(episodes, exclude_tags, include_flagged)
         self._meta = {}
         for record in records:
             names = [s.camera for s in catalogue.streams(record.id)]

@@ -5,11 +5,15 @@ the loop never waits for the disk or an encoder. A writer thread appends each st
 episode's step file and offers each camera's frame to that camera's encoder thread. Nothing is
 lost silently: a step the queue had no room for, and a frame an encoder had no room for, are
 counted per episode and reported. When the disk fills up, recording stops cleanly: what was
-written stays readable and the episode is closed as interrupted with the reason.
+written stays readable and the episode is closed as interrupted with the reason. Any other error
+writing a step (a malformed step, an encoder that failed) stops the episode the same way, with the
+error in the episode's notes: the writer thread never dies leaving an episode that looks complete.
 
 An episode's end also labels it: each run of autonomous steps and of intervention steps (the
 operator took over from the policy) becomes a segment in the catalogue, read back from the records
-that reached the disk, so that interventions can be found and weighted as DAgger data.
+that reached the disk, so that interventions can be found and weighted as DAgger data; and it is
+judged (recorder/quality.py): an episode in which the arms faulted, held or never moved is flagged,
+so that training leaves it out.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 
 from recorder.catalogue import Segment
 from recorder.errors import FULL_ERRNOS
+from recorder.quality import FAULT_EVENT, describe_flags, judge_episode
 from recorder.steps import StepWriter, labeled_segments, read_steps, step_dtype, to_record
 from recorder.store import Store, StoreFullError
 from recorder.video import CameraEncoder, VideoSettings
@@ -49,6 +54,7 @@ class EpisodeSummary:
     steps_dropped: int = 0
     error: str | None = None
     segments: tuple[Segment, ...] = ()
+    flags: Mapping[str, str] = field(default_factory=dict)  # flag -> why (recorder/quality.py)
 
     @property
     def interventions(self) -> tuple[Segment, ...]:
@@ -71,6 +77,8 @@ class EpisodeSummary:
             parts.append(f"{count} intervention{'s' * (count != 1)}, {self.intervention_s:.1f} s")
         if self.steps_dropped:
             parts.append(f"steps dropped {self.steps_dropped}")
+        if self.flags:
+            parts.append(describe_flags(self.flags))
         if self.error:
             parts.append(self.error)
         return ", ".join(parts)
@@ -153,8 +161,10 @@ class EpisodeRecorder:
         self._episode: _Episode | None = None
         self._accepting = False
         self._steps_dropped = 0
+        self._faults: list[str] = []  # the loop's fault events during the episode, for judging it
         self._thread: threading.Thread | None = None
-        self.error: str | None = None  # why recording stopped on its own (disk full)
+        self.error: str | None = None  # why recording stopped on its own (disk full, a failed write)
+        self._disk_is_full = False  # a full disk refuses further episodes; another error only its own
 
     @property
     def recording(self) -> bool:
@@ -164,6 +174,8 @@ class EpisodeRecorder:
     def on_step(self, step: Step) -> None:
         if not self._accepting:
             return
+        if step.events:  # kept here, not by the writer: a step the queue has no room for still counts
+            self._faults.extend(event for event in step.events if event.startswith(FAULT_EVENT))
         try:
             self._queue.put_nowait(step)
         except queue.Full:
@@ -174,12 +186,14 @@ class EpisodeRecorder:
         """Start an episode of `task`; `tags` label it in the catalogue (e.g. "eval": not training data)."""
         if self._episode is not None:
             raise RuntimeError("an episode is already being recorded; end or discard it first")
-        if self.error is not None:
+        if self._disk_is_full and self.error is not None:
             raise StoreFullError(self.error)
+        self.error = None  # the last episode's failure was told with it
         catalogue = self.store.catalogue
         episode_id = catalogue.start_episode(self.session_id, task, self.rate_hz, self._stream_rows(), tags)
         self._episode = _Episode(self.store, episode_id, task, self.cameras, self.rate_hz, self.settings)
         self._steps_dropped = 0
+        self._faults = []
         self._thread = threading.Thread(target=self._write, name=f"recorder-{episode_id}", daemon=True)
         self._thread.start()
         self._accepting = True
@@ -207,7 +221,9 @@ class EpisodeRecorder:
         status = "interrupted" if self.error else "complete"
         steps = episode.steps.steps_written
         duration = 0.0 if episode.first_t is None else episode.last_t - episode.first_t + 1.0 / self.rate_hz
-        segments = tuple(labeled_segments(read_steps(episode.folder)))
+        records = read_steps(episode.folder)
+        segments = tuple(labeled_segments(records))
+        flags = judge_episode(records, self._faults, self.rate_hz)
         catalogue = self.store.catalogue
         try:
             for name in written:
@@ -221,10 +237,11 @@ class EpisodeRecorder:
                 outcome=outcome,
                 twin_reward=twin_reward,
                 segments=segments,
+                flags=flags,
             )
             if self.error:
                 catalogue.set_notes(episode.id, self.error)
-        except sqlite3.OperationalError as error:  # the catalogue shares the full disk
+        except (sqlite3.OperationalError, StoreFullError) as error:  # the catalogue shares the full disk
             self.error = (self.error or "") + (
                 f" The catalogue could not be updated ({error}); the episode is marked interrupted, with "
                 "every step and frame that reached the disk, the next time the store is opened."
@@ -241,6 +258,7 @@ class EpisodeRecorder:
             self._steps_dropped,
             self.error,
             segments,
+            flags,
         )
 
     def discard(self) -> None:
@@ -272,12 +290,24 @@ class EpisodeRecorder:
             try:
                 episode.write(step)
             except OSError as error:
-                if not isinstance(error, StoreFullError) and error.errno not in FULL_ERRNOS:
-                    raise
-                self._disk_full(error)
+                if isinstance(error, StoreFullError) or error.errno in FULL_ERRNOS:
+                    self._disk_full(error)
+                else:
+                    self._write_failed(step, episode, error)
+            except Exception as error:  # a malformed step, a failed encoder: the episode stops, says why
+                self._write_failed(step, episode, error)
+
+    def _write_failed(self, step: Step, episode: _Episode, error: Exception) -> None:
+        self._accepting = False
+        self.error = (
+            f"recording stopped at step {step.index}: it could not be written ({type(error).__name__}: "
+            f"{error}). The {episode.steps.steps_appended} steps before it "
+            "are kept and the episode is marked interrupted."
+        )
 
     def _disk_full(self, error: OSError) -> None:
         self._accepting = False
+        self._disk_is_full = True
         self.error = (
             f"recording stopped at {time.strftime('%H:%M:%S')}: the disk is full ({error}). What was "
             "recorded is kept; free some space (`rig episodes`, `rig delete`) and record again."

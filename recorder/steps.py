@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from recorder.catalogue import Segment
-from recorder.errors import ADVICE, FULL_ERRNOS, StoreFullError
+from recorder.errors import ADVICE, FULL_ERRNOS, StepsFileError, StoreFullError
 from rig.step import MODES, STATE_DIM, Step
 
 HEADER = "steps.json"
@@ -144,12 +144,24 @@ def read_header(episode_dir: Path) -> StepsHeader:
         header = json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: missing, so this folder holds no steps") from None
-    if header.get("version") != HEADER_VERSION:
-        raise ValueError(f"{path}: header version {header.get('version')}, this rig reads {HEADER_VERSION}")
-    dtype = np.dtype(
-        [(field[0], field[1], *[tuple(shape) for shape in field[2:]]) for field in header["dtype"]]
-    )
-    return StepsHeader(HEADER_VERSION, tuple(header["cameras"]), dtype)
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+        raise StepsFileError(f"{path} is damaged ({error}); {_DAMAGED_ADVICE}") from error
+    if not isinstance(header, dict) or header.get("version") != HEADER_VERSION:
+        version = header.get("version") if isinstance(header, dict) else None
+        raise StepsFileError(f"{path}: header version {version}, this rig reads {HEADER_VERSION}")
+    try:
+        dtype = np.dtype(
+            [(field[0], field[1], *[tuple(shape) for shape in field[2:]]) for field in header["dtype"]]
+        )
+        cameras = tuple(str(camera) for camera in header["cameras"])
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        raise StepsFileError(
+            f"{path} is damaged (no usable record layout: {error}); {_DAMAGED_ADVICE}"
+        ) from error
+    return StepsHeader(HEADER_VERSION, cameras, dtype)
+
+
+_DAMAGED_ADVICE = "restore it from a backup, or `rig delete` the episode"
 
 
 def _write_header(episode_dir: Path, cameras: Sequence[str], dtype: np.dtype) -> None:
@@ -239,6 +251,11 @@ class StepWriter:
     def steps_written(self) -> int:
         """Records in the file (after `close()`, every record appended, unless the disk filled)."""
         return self._written
+
+    @property
+    def steps_appended(self) -> int:
+        """Records appended so far, written or waiting for the next flush."""
+        return self._written + len(self._pending) // self.dtype.itemsize
 
     def append(self, record: np.ndarray) -> None:
         """Queue one record (or an array of them); writes when a flush is due."""

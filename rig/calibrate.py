@@ -177,7 +177,9 @@ def run_calibration(
             continue
         spec = profile.arms[name]
         motors = {joint.id: joint.motor for joint in spec.joints.values()}
-        with DynamixelBus(devices.ports[name], spec.baudrate, motors=motors) as bus:
+        with DynamixelBus(
+            devices.ports[name], spec.baudrate, motors=motors, reply_clock=devices.reply_clocks.get(name)
+        ) as bus:
             calibration = calibrate_arm(name, spec, bus, hands)
         written[name] = store.save(profile.name, calibration)
         out(f"{name}: {describe(calibration)} -> {written[name]}")

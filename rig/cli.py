@@ -7,14 +7,20 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hardware.profile import TASKS
 from rig import __version__
 from rig.paths import data_dir
 
+if TYPE_CHECKING:
+    from hardware.sim.twin import Twin
+
 DEFAULT_PROFILE = "aloha-sim"
+SIM_CHECK_S = 1.0  # how often `rig sim` looks for problems in its servo chains
 
 
 def _sim(args: argparse.Namespace) -> int:
@@ -35,9 +41,21 @@ def _sim(args: argparse.Namespace) -> int:
             print(f"camera {name} {camera.serial}")
         print(f"task {twin.world.task}")
         print("ready", flush=True)
-        stop.wait(args.duration)
+        _serve_twin(twin, stop, args.duration)
         print(f"stopped at simulated time {twin.world.time:.3f} s", flush=True)
     return 0
+
+
+def _serve_twin(twin: Twin, stop: threading.Event, duration: float | None) -> None:
+    """Wait for ^C (or the duration), saying on stderr whatever goes wrong in a servo chain."""
+    deadline = None if duration is None else time.monotonic() + duration
+    while not stop.is_set():
+        left = SIM_CHECK_S if deadline is None else min(SIM_CHECK_S, deadline - time.monotonic())
+        if left <= 0:
+            return
+        stop.wait(left)
+        for problem in twin.take_problems():
+            print(f"rig sim: {problem}", file=sys.stderr, flush=True)
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -106,7 +124,15 @@ def _tui(args: argparse.Namespace) -> int:
 def _record(args: argparse.Namespace) -> int:
     from rig.commands.record import RecordPlan, run_record
 
-    plan = RecordPlan(args.task, args.episodes, args.episode_time, args.reset_time, args.countdown)
+    plan = RecordPlan(
+        args.task,
+        args.episodes,
+        args.episode_time,
+        args.reset_time,
+        args.countdown,
+        successful_only=args.successful_only,
+        retries=args.retries,
+    )
     return run_record(args.profile, plan, args.store, args.calibration_dir, sys.stdout, args.scene)
 
 
@@ -121,6 +147,8 @@ def _episodes(args: argparse.Namespace) -> int:
         return episodes.delete_episode(args.store, args.episode, args.yes, sys.stdout)
     if args.command == "mark":
         return episodes.mark_episode(args.store, args.episode, args.outcome, args.note, sys.stdout)
+    if args.command == "rebuild-catalogue":
+        return episodes.rebuild_catalogue(args.store, sys.stdout)
     return episodes.replay_episode(args.profile, args.store, args.episode, sys.stdout)
 
 
@@ -144,11 +172,18 @@ def _interop(args: argparse.Namespace) -> int:
                 store, args.out, args.episode, include_interrupted=args.include_interrupted, settings=settings
             )
         else:
-            summary = import_lerobot(Store(args.store), args.dataset, task=args.task)
+            with Store(args.store) as target:
+                summary = import_lerobot(target, args.dataset, task=args.task)
     except (LeRobotFormatError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"rig {args.command}: {error}", file=sys.stderr)
         return 1
     print(summary.describe())
+    if isinstance(summary, ExportSummary) and summary.losses:
+        print(
+            f"rig export: {len(summary.losses)} warning(s) above: the store lost data its catalogue lists",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -168,8 +203,9 @@ def _bench_policy(args: argparse.Namespace) -> int:
     from policy.bench import PolicyBenchSettings, bench_policy
 
     names = [field.name for field in dataclasses.fields(PolicyBenchSettings) if hasattr(args, field.name)]
+    values = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     try:
-        print(bench_policy(PolicyBenchSettings(**{name: getattr(args, name) for name in names})))
+        print(bench_policy(PolicyBenchSettings(**values)))
     except ValueError as error:  # an unknown config, a bad setting, or a run refused as too slow here
         print(f"rig bench policy: {error}", file=sys.stderr)
         return 2
@@ -250,9 +286,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench_reader.set_defaults(run=_bench_record)
     bench_policy = what.add_parser("policy", help="π0's size, chunk latency and training throughput")
     bench_policy.add_argument("--config", default="pi0-small", help="pi0, pi0-small or pi0-tiny")
-    for flag, default in (("--cameras", 3), ("--batch", 1), ("--repeats", 10)):
-        bench_policy.add_argument(flag, type=int, default=default)
-    bench_policy.add_argument("--train-batch", type=int, default=8, help="0: no training figure")
+    bench_policy.add_argument(
+        "--cameras", type=int, default=None, help="image slots (default: as rig train's default views)"
+    )
+    for flag, default in (("--batch", 1), ("--repeats", 10)):
+        bench_policy.add_argument(flag, type=int, default=default, help=f"default {default}")
+    bench_policy.add_argument(
+        "--train-batch", type=int, default=None, help="0: no training figure (default: rig train's batch)"
+    )
+    bench_policy.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compile the default recipe's step, as rig train does for a long run (default: yes)",
+    )
     bench_policy.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when there is one")
     bench_policy.add_argument(
         "--dtype", choices=("fp32", "bf16", "bf16-weights"), help="default: bf16 on CUDA; the CPU runs fp32"
@@ -296,9 +343,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     record.add_argument("--calibration-dir", type=Path, default=None)
     record.add_argument("--scene", choices=TASKS, default=None, help="on the twin: the task's scene")
+    record.add_argument(
+        "--successful-only",
+        action="store_true",
+        help="on the twin: discard an episode that failed or was flagged and record it again",
+    )
+    record.add_argument(
+        "--retries", type=int, default=3, help="with --successful-only: tries per episode after the first"
+    )
     record.set_defaults(run=_record)
 
     with_store(commands.add_parser("episodes", help="list the recorded episodes")).set_defaults(run=_episodes)
+    with_store(
+        commands.add_parser(
+            "rebuild-catalogue", help="rebuild a lost or damaged catalogue.db from the episode folders"
+        )
+    ).set_defaults(run=_episodes)
     show = with_store(commands.add_parser("show", help="an episode's summary and a plot of its joints"))
     show.add_argument("episode", type=int)
     show.add_argument(
@@ -360,12 +420,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv or ["tui"])
     run: Callable[[argparse.Namespace], int] = args.run
     from hardware.profile import ProfileError
+    from recorder.errors import NotInCatalogueError, StoreError, StoreFullError
 
     try:
         return run(args)
     except ProfileError as exc:  # a one-line error, not a traceback: the message names file and key
         print(f"rig {args.command}: {exc}", file=sys.stderr)
         return 2
+    except (StoreError, StoreFullError, NotInCatalogueError) as exc:  # each says what to do
+        print(f"rig {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ camera until a frame arrives. Every finding that is not OK says how to fix it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -35,9 +35,11 @@ class Finding:
     detail: str
 
 
-def check_arm(name: str, arm: ArmSpec, port: str) -> list[Finding]:
+def check_arm(
+    name: str, arm: ArmSpec, port: str, reply_clock: Callable[[], float] | None = None
+) -> list[Finding]:
     """One finding per servo (and shadow), plus the port's."""
-    bus = DynamixelBus(port, arm.baudrate)
+    bus = DynamixelBus(port, arm.baudrate, reply_clock=reply_clock)
     try:
         bus.open()
     except PortError as exc:
@@ -104,7 +106,7 @@ def diagnose(devices: Devices) -> list[Finding]:
     profile = devices.profile
     findings: list[Finding] = []
     for name, arm in profile.arms.items():
-        findings.extend(check_arm(name, arm, devices.ports[name]))
+        findings.extend(check_arm(name, arm, devices.ports[name], devices.reply_clocks.get(name)))
     for name, settings in profile.cameras.items():
         findings.append(check_camera(name, settings, devices))
     return findings

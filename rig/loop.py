@@ -76,10 +76,18 @@ class LoopStats:
 class _Arm:
     """One arm's bus, calibration and last good reading."""
 
-    def __init__(self, name: str, spec: ArmSpec, calibration: ArmCalibration, port: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        spec: ArmSpec,
+        calibration: ArmCalibration,
+        port: str,
+        reply_clock: Callable[[], float] | None = None,
+    ) -> None:
         self.name, self.spec, self.calibration = name, spec, calibration
         self.ids = spec.ids
-        self.bus = DynamixelBus(port, spec.baudrate, motors={j.id: j.motor for j in spec.joints.values()})
+        motors = {j.id: j.motor for j in spec.joints.values()}
+        self.bus = DynamixelBus(port, spec.baudrate, motors=motors, reply_clock=reply_clock)
         units = []
         for joint in spec.joints.values():
             model = model_named(joint.motor)
@@ -115,7 +123,7 @@ class ControlLoop:
         profile = devices.profile
         self.dt = 1.0 / profile.rate_hz
         self._arms = {
-            name: _Arm(name, spec, calibrations[name], devices.ports[name])
+            name: _Arm(name, spec, calibrations[name], devices.ports[name], devices.reply_clocks.get(name))
             for name, spec in profile.arms.items()
         }
         self._followers = self._by_side("follower")

@@ -20,6 +20,7 @@ from hardware.devices import Devices, open_devices
 from hardware.profile import load_profile
 from policy.client import PolicyClient
 from policy.infer import LocalPolicy
+from policy.interface import Guidance, PolicyInfo, PolicyObservation
 from policy.progress import read_eval_log
 from policy.scheduler import ActionScheduler, SchedulerConfig
 from policy.server import PolicyServer
@@ -97,6 +98,21 @@ def test_moving_a_leader_takes_that_arm_over_and_the_episode_labels_it(
     assert len(summary.interventions) == 1
 
 
+@dataclasses.dataclass
+class WithCamera:
+    """The client, with a still frame for the policy's camera: this loop renders none (for speed),
+    and a policy server refuses to act blind."""
+
+    client: PolicyClient
+
+    def info(self) -> PolicyInfo:
+        return self.client.info()
+
+    def infer(self, observation: PolicyObservation, guidance: Guidance | None = None) -> np.ndarray:
+        images = {name: np.full((48, 64, 3), 90, np.uint8) for name in self.info().cameras}
+        return self.client.infer(dataclasses.replace(observation, images=images), guidance)
+
+
 def test_a_killed_policy_server_means_hold_not_motion(
     devices: Devices, loop: ControlLoop, checkpoint: Path
 ) -> None:
@@ -106,7 +122,7 @@ def test_a_killed_policy_server_means_hold_not_motion(
     serving.start()
     client = PolicyClient(server.endpoint, timeout_s=3.0)  # a loaded CI machine answers slowly
     scheduler = ActionScheduler(
-        client, "transfer the cube", SchedulerConfig(execute=5, reply_timeout_ticks=100)
+        WithCamera(client), "transfer the cube", SchedulerConfig(execute=5, reply_timeout_ticks=100)
     )
     mode = Autonomous(scheduler)
     loop.set_mode(Teleop(), ramp_s=0.0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,9 +195,11 @@ def test_sync_write_goal_position_moves_the_servos(bus: DynamixelBus) -> None:
     bus.sync_write_goal_position(goals)
     state = bus.sync_read_state(IDS)
     np.testing.assert_array_equal(state.position, [goals[i] for i in IDS])
-    # Clamped to the position limits like a real servo in position mode.
-    bus.sync_write_goal_position({1: 5000})
-    assert bus.read(1, "present_position") == 4095
+    # Beyond the position limits a real servo in position mode ignores the goal (Data Limit Error,
+    # which a sync write has no reply to carry).
+    bus.sync_write_goal_position({1: 5000, 2: 2500})
+    assert bus.read(1, "present_position") == 1000
+    assert bus.read(2, "present_position") == 2500
     bus.sync_write_goal_position({})  # nothing to send is fine
 
 
@@ -221,6 +224,28 @@ def test_a_dropped_servo_times_out_naming_exactly_it_and_answers_after_it_comes_
     )
     chain.drop(3, False)
     np.testing.assert_array_equal(bus.sync_read_state(IDS).position, [ticks(POSES[i]) for i in IDS])
+
+
+def test_a_late_reply_times_out_on_the_wall_clock_but_not_on_the_chains_quiet_clock(
+    chain: VirtualServoChain,
+) -> None:
+    """The twin's servos answer when their thread gets a CPU; on a loaded machine that can be later
+    than the SDK waits. On the chain's quiet clock only time with nothing in flight counts."""
+    expected = [ticks(POSES[i]) for i in IDS]
+    chain.delay_replies(0.3)
+    with DynamixelBus(chain.port) as wall_clock, pytest.raises(ServoTimeoutError):  # ~100 ms (conftest)
+        wall_clock.sync_read_state(IDS)
+    assert chain.settle()  # the late reply has gone out, to nobody
+    chain.delay_replies(0.3, count=3)
+    with DynamixelBus(chain.port, reply_clock=chain.quiet_time) as patient:
+        for _ in range(2):
+            np.testing.assert_array_equal(patient.sync_read_state(IDS).position, expected)
+        assert patient.read(1, "present_position") == expected[0]
+        chain.drop(3)  # a servo that does not answer is still noticed, after the SDK's wait
+        started = time.monotonic()
+        with pytest.raises(ServoTimeoutError) as caught:
+            patient.sync_read_state(IDS)
+        assert caught.value.ids == (3,) and time.monotonic() - started < 1.0
 
 
 def test_two_dropped_servos_are_both_named(chain: VirtualServoChain, bus: DynamixelBus) -> None:

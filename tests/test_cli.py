@@ -15,6 +15,7 @@ from dynamixel_sdk import COMM_SUCCESS, GroupSyncRead, GroupSyncWrite, PacketHan
 from rig import __version__
 
 RIG = [sys.executable, "-m", "rig.cli"]
+HEADER = b"\xff\xff\xfd\x00"  # Protocol 2.0
 
 
 def run_rig(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -116,5 +117,22 @@ def test_a_plain_sdk_client_drives_a_follower_joint(rig_sim: dict[str, str]) -> 
             time.sleep(0.05)
         assert abs(positions[-1] - goal) <= 5, positions[-10:]
         assert len(set(positions)) > 1  # watched it move, not jump
+    finally:
+        port.closePort()
+
+
+def test_hostile_bytes_on_a_port_do_not_silence_rig_sim(rig_sim: dict[str, str]) -> None:
+    """The attacks that once killed or stalled a chain: a run of false headers (recursion), and a
+    header promising 1000 bytes that never come (a stall until they did)."""
+    port = PortHandler(rig_sim["follower_left"])
+    assert port.openPort() and port.setBaudRate(1_000_000)
+    packets = PacketHandler(2.0)
+    try:
+        port.writePort(list(HEADER * 1100))
+        port.writePort(list(HEADER + bytes([1]) + (1000).to_bytes(2, "little") + bytes([3, 64, 0])))
+        time.sleep(0.1)
+        for servo_id in range(1, 10):
+            _, result, error = packets.ping(port, servo_id)
+            assert (result, error) == (COMM_SUCCESS, 0), servo_id
     finally:
         port.closePort()

@@ -173,6 +173,39 @@ def test_a_servo_that_stops_answering_is_named_and_the_rest_hold(devices: Device
     assert events(recovered, "recovered: follower_left")
 
 
+def teleop_with_late_leader_replies(reply_clocks: bool) -> list[Step]:
+    """Teleop on the twin while the left leader's chain answers two reads in a row 0.3 s late (its
+    thread waiting for a CPU on a loaded machine); the steps from then on. `reply_clocks=False` times
+    replies on the wall clock, as the rig did before the twin gave its buses its chains' quiet clocks."""
+    with open_devices(dataclasses.replace(load_profile("aloha-sim"), cameras={})) as opened:
+        assert opened.twin is not None
+        devices = opened if reply_clocks else dataclasses.replace(opened, reply_clocks={})
+        loop = make_loop(devices).start()
+        try:
+            loop.set_mode(Teleop(), ramp_s=0.2)
+            collect(loop, 20)
+            before = mark(loop)
+            opened.twin.chains["leader_left"].delay_replies(0.3, count=2)
+            return collect(loop, 120, after=before + 1)
+        finally:
+            loop.stop(park=False)
+
+
+def test_replies_later_than_the_wall_clock_timeout_trip_teleop_to_idle_for_good() -> None:
+    """The busy-machine failure: on the wall clock (the SDK waits ~100 ms in tests, 34 ms in use) two
+    late reads in a row make a fault, the loop holds, and nothing re-engages teleop."""
+    steps = teleop_with_late_leader_replies(reply_clocks=False)
+    assert events(steps, "fault: leader_left")
+    assert events(steps, "recovered: leader_left")  # it answers again a second later ...
+    assert steps[-1].mode == "idle"  # ... and the loop keeps holding until a mode is chosen
+
+
+def test_on_the_twins_reply_clocks_late_replies_are_not_faults() -> None:
+    steps = teleop_with_late_leader_replies(reply_clocks=True)
+    assert not events(steps, "fault:")
+    assert {s.mode for s in steps} == {"teleop"}
+
+
 def test_a_hardware_error_is_reported_in_words(devices: Devices, loop: ControlLoop) -> None:
     assert devices.twin is not None
     chain = devices.twin.chains["follower_right"]

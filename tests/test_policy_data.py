@@ -14,18 +14,21 @@ from synthetic_store import CAMERAS, write_synthetic_store
 
 from policy.batch import TrainingBatch
 from policy.config import get_config
-from policy.data import DataConfig, Pi0Dataset, augment_batch, batches, collate, make_loader
-from policy.images import Augmentation, augment_images, resize_with_pad, to_model_image
+from policy.data import Pi0Dataset, augment_batch, batches, collate, make_loader
+from policy.frame_cache import cache_path, cached_frames
+from policy.images import AUGMENTATIONS, Augmentation, augment_images, resize_with_pad
 from policy.normalize import (
     Normalizer,
     compute_norm_stats,
     load_openpi_norm_stats,
 )
 from policy.tokenizer import ByteTokenizer, PaligemmaTokenizer, clean_prompt, make_tokenizer
+from policy.transform import ALOHA_VIEWS, CameraView, DataConfig, model_images, parse_views, view_frame
 from recorder.steps import read_steps
 from recorder.store import Store
 
 CONFIG = get_config("pi0-tiny")
+THREE = DataConfig(views=ALOHA_VIEWS)  # the synthetic store's three cameras, whole frames
 STEPS = 30  # per episode
 NO_JITTER = Augmentation(brightness=0.0, contrast=0.0, saturation=0.0)
 
@@ -162,12 +165,37 @@ def test_resize_with_pad_keeps_the_aspect_ratio_and_pads_black() -> None:
     torch.testing.assert_close(out[:, :, 4:28], torch.full((2, 3, 24, 32), 0.25))
     tall = resize_with_pad(torch.zeros(1, 3, 64, 32), 32)
     assert (tall[..., :8] == -1).all() and (tall[..., 24:] == -1).all() and (tall[..., 8:24] == 0).all()
-    image = np.zeros((48, 64, 3), np.uint8)
-    image[..., 0] = 255
-    model = to_model_image(image, 32)
-    assert model.dtype == torch.float32 and model.shape == (3, 32, 32)
-    assert torch.allclose(model[0, 4:28], torch.tensor(1.0)) and torch.allclose(
-        model[1, 4:28], torch.tensor(-1.0)
+
+
+def test_a_view_crops_its_region_scales_it_into_the_square_and_maps_to_minus_one_one() -> None:
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[..., 0] = 255
+    frame[12:36, 32:56] = (0, 255, 0)  # a green block: the region the view below picks
+    whole = view_frame(frame, CameraView("cam"), 32)
+    assert whole.dtype == np.uint8 and whole.shape == (32, 32, 3)
+    assert (whole[:4] == 0).all() and (whole[28:] == 0).all()  # 48x64 -> 24x32, black bars
+    block = view_frame(frame, CameraView("cam", (0.5, 0.25, 0.875, 0.75)), 32)
+    assert (block[..., 1] == 255).all() and (block[..., 0] == 0).all()  # the crop fills the square
+    images = model_images(torch.from_numpy(np.stack([whole, block])))
+    assert images.shape == (2, 3, 32, 32) and images.dtype == torch.float32
+    assert images[0, 0, 8:24, :12].eq(1.0).all() and images[0, 0, :4].eq(-1.0).all()
+
+
+def test_views_parse_from_the_command_line_and_refuse_a_crop_outside_the_frame() -> None:
+    views = parse_views("cam_high@0.25,0.2,0.75,0.9,cam_left_wrist")
+    assert views == (CameraView("cam_high", (0.25, 0.2, 0.75, 0.9)), CameraView("cam_left_wrist"))
+    assert [v.is_wrist for v in views] == [False, True]
+    assert CameraView.parse(views[0].describe()) == views[0]
+    with pytest.raises(ValueError, match="crop"):
+        CameraView("cam_high", (0.5, 0.0, 0.4, 1.0))
+    with pytest.raises(ValueError, match="four numbers"):
+        parse_views("cam_high@0.1,0.2")
+    assert CameraView("cam_high", (0.25, 0.0, 0.75, 0.5)).render_size(240, 320, 112) == (168, 224)
+    restored = DataConfig.from_dict(json.loads(json.dumps(THREE.to_dict())))
+    assert restored == THREE
+    assert DataConfig.from_dict({"cameras": ["a", "b"], "augment": False, "prompt": None}).cameras == (
+        "a",
+        "b",
     )
 
 
@@ -198,8 +226,7 @@ def test_augmentation_moves_only_the_non_wrist_cameras() -> None:
 # ---- dataset and loader ---------------------------------------------------------------------------
 
 
-def make_dataset(store: Path, normalizer: Normalizer, data: DataConfig | None = None) -> Pi0Dataset:
-    data = data or DataConfig()
+def make_dataset(store: Path, normalizer: Normalizer, data: DataConfig = THREE) -> Pi0Dataset:
     return Pi0Dataset(store, CONFIG, data, normalizer, make_tokenizer(CONFIG))
 
 
@@ -229,14 +256,14 @@ def test_a_sample_holds_slots_tokens_and_normalized_padded_vectors(
     assert lacking["image_masks"].tolist() == [True, True, False]
     assert (lacking["images"][2] == -1).all()
     assert ByteTokenizer(16).decode(lacking["tokens"][lacking["token_masks"]].tolist()) == "fold the towel\n"
-    told = make_dataset(store, normalizer, DataConfig(prompt="wave"))[0]
+    told = make_dataset(store, normalizer, DataConfig(views=ALOHA_VIEWS, prompt="wave"))[0]
     assert ByteTokenizer(16).decode(told["tokens"][told["token_masks"]].tolist()) == "wave\n"
 
     batch = collate([sample, lacking])
     assert isinstance(batch, TrainingBatch) and batch.inputs.batch_size == 2
     assert batch.action_dim_mask.tolist() == [True] * 14 + [False] * (CONFIG.action_dim - 14)
     assert batch.inputs.image_masks.tolist() == [[True, True, True], [True, True, False]]
-    augmented = augment_batch(batch, DataConfig(), torch.Generator().manual_seed(0))
+    augmented = augment_batch(batch, THREE, torch.Generator().manual_seed(0))
     assert augmented.inputs.images.shape == batch.inputs.images.shape
     assert augmented.actions is batch.actions and augment_batch(batch, DataConfig(augment=False)) is batch
 
@@ -248,7 +275,7 @@ def test_loader_batches_and_shards_across_ranks(store: Path, normalizer: Normali
         return make_loader(
             store,
             CONFIG,
-            DataConfig(),
+            THREE,
             normalizer,
             tokenizer,
             4,
@@ -276,4 +303,34 @@ def test_loader_batches_and_shards_across_ranks(store: Path, normalizer: Normali
     torch.testing.assert_close(in_workers.actions, first.actions)
     assert len(epoch) == 3 * STEPS // 2 // 4
     with pytest.raises(ValueError, match="not one batch of 64"):
-        make_loader(store, CONFIG, DataConfig(), normalizer, tokenizer, 64, world_size=2)
+        make_loader(store, CONFIG, THREE, normalizer, tokenizer, 64, world_size=2)
+
+
+def test_frames_are_decoded_once_into_a_cache_that_follows_its_video(store: Path) -> None:
+    with Store(store, lock=False) as opened:
+        folder = opened.episode_dir(opened.catalogue.episodes()[0].id)
+    view, built = CameraView("cam_high", (0.25, 0.25, 0.75, 0.75)), []
+    frames = cached_frames(store, folder, view, 16, on_build=built.append)
+    assert frames.shape == (STEPS, 16, 16, 3) and frames.dtype == np.uint8 and len(built) == 1
+    from recorder.video import VideoReader
+
+    with VideoReader(folder / "cam_high.mp4") as video:
+        np.testing.assert_array_equal(frames[7], view_frame(video.frame(7), view, 16))
+    again = cached_frames(store, folder, view, 16, on_build=built.append)
+    assert len(built) == 1 and isinstance(again, np.memmap)  # found fresh: mapped, not decoded
+    (folder / "cam_high.mp4").touch()  # the video changed (an import, a re-encode): decoded again
+    cached_frames(store, folder, view, 16, on_build=built.append)
+    assert len(built) == 2
+    assert cache_path(store, folder, view, 16) != cache_path(store, folder, CameraView("cam_high"), 16)
+
+
+def test_augmentation_presets_differ_only_in_what_they_move() -> None:
+    assert not AUGMENTATIONS["color"].geometric and AUGMENTATIONS["shift"].geometric
+    images = torch.zeros(2, 1, 3, 50, 50)
+    images[:, :, :, 20:30, 20:30] = 1.0  # a bright square in the middle
+    no_colour = Augmentation(
+        crop_scale=1.0, max_rotation_deg=0.0, max_shift=0.1, brightness=0, contrast=0, saturation=0
+    )
+    shifted = augment_images(images, (False,), torch.Generator().manual_seed(1), no_colour)
+    rows = (shifted[0, 0, 0] > 0.5).nonzero()[:, 0].float().mean()
+    assert abs(float(rows) - 24.5) <= 5.5 and not torch.equal(shifted, images)  # moved, by at most 5 px

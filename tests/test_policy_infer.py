@@ -38,6 +38,18 @@ def test_a_checkpoint_gives_chunks_in_robot_units(checkpoint: Path) -> None:
     assert policy.infer(observation(("cam_high",))).shape == chunk.shape  # missing cameras are masked
 
 
+def test_a_compiled_denoising_step_gives_the_eager_chunks(checkpoint: Path) -> None:
+    """`rig serve --compile`: compiled (and warmed up) at load, then the same chunks, guided or not."""
+    eager = LocalPolicy.from_checkpoint(checkpoint, "cpu", seed=0)
+    compiled = LocalPolicy.from_checkpoint(checkpoint, "cpu", seed=0, compile=True)
+    horizon = eager.info().action_horizon
+    old = Guidance(np.tile(np.linspace(-0.3, 0.3, 14), (horizon, 1)), 3, 3)
+    for guidance in (None, old):
+        np.testing.assert_allclose(
+            compiled.infer(observation(), guidance), eager.infer(observation(), guidance), atol=1e-2
+        )  # fused kernels round differently (in bf16 where this CPU computes in it): ≤ 0.01 rad
+
+
 def test_guidance_makes_the_new_chunk_continue_the_old_one(checkpoint: Path) -> None:
     policy = LocalPolicy.from_checkpoint(checkpoint, "cpu", seed=0)
     horizon = policy.info().action_horizon

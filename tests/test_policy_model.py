@@ -6,9 +6,11 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from policy.batch import Pi0Inputs
 from policy.config import CONFIGS, get_config
+from policy.gemma import grouped_attention
 from policy.pi0 import Pi0, make_attention_mask, sample_flow_time
 
 
@@ -166,3 +168,44 @@ def test_every_weight_but_the_declared_unused_ones_reaches_the_loss() -> None:
     unused = {id(p) for p in model.unused_parameters()}
     for name, parameter in model.named_parameters():
         assert (parameter.grad is None) == (id(parameter) in unused), name
+
+
+def test_several_noise_draws_against_one_prefix_equal_as_many_joint_passes() -> None:
+    model = randomized("pi0-tiny").train()
+    inputs = inputs_for("pi0-tiny")
+    draws = 3
+    actions = torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(2 * draws, 10, 32, generator=torch.Generator().manual_seed(5))
+    time = torch.rand(2 * draws, generator=torch.Generator().manual_seed(6))
+    shared = model(inputs, actions, noise, time)
+    shared.sum().backward()
+    shared_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    separate = torch.cat(
+        [
+            model(inputs.select(slice(k // draws, k // draws + 1)), actions[k // draws : k // draws + 1],
+                  noise[k : k + 1], time[k : k + 1])
+            for k in range(2 * draws)
+        ]
+    )  # fmt: skip
+    separate.sum().backward()
+    torch.testing.assert_close(shared, separate, atol=1e-5, rtol=1e-5)
+    for name, p in model.named_parameters():
+        if name in shared_grads:  # float32 rounding of sums of terms up to the gradient's largest entry
+            atol = max(1e-5, 1e-6 * float(p.grad.abs().max()))
+            torch.testing.assert_close(shared_grads[name], p.grad, atol=atol, rtol=1e-4, msg=name)
+    with pytest.raises(ValueError, match="k rows per sample"):
+        model(inputs, actions, noise[:5], time[:5])
+
+
+@pytest.mark.parametrize(("heads", "kv_heads"), [(8, 1), (4, 2), (2, 2)])
+def test_grouped_attention_is_masked_gqa_without_enable_gqa(heads: int, kv_heads: int) -> None:
+    """Folding each KV head's query heads into its query length gives masked GQA's values exactly, in
+    a call SDPA's fused masked kernels accept (policy.gemma.grouped_attention)."""
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(2, heads, 5, 16, generator=generator)
+    k, v = (torch.randn(2, kv_heads, 7, 16, generator=generator) for _ in range(2))
+    mask = torch.rand(2, 5, 7, generator=generator) > 0.3
+    mask[..., 0] = True  # every query sees something
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)
+    torch.testing.assert_close(grouped_attention(q, k, v, mask), reference, atol=1e-6, rtol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -25,8 +26,8 @@ from policy.client import PolicyClient, PolicyRemoteError, PolicyUnavailable
 from policy.infer import LocalPolicy, PolicyOutputError
 from policy.interface import Guidance, Policy, PolicyInfo, PolicyObservation
 from policy.keys import KeyPaths, ensure_keys
-from policy.server import InsecureBindError, PolicyServer, check_bind, is_loopback
-from policy.wire import ARRAY_EXT, WireError, decode, encode, read_infer_request
+from policy.server import InsecureBindError, PolicyServer, ServerLimits, check_bind, is_loopback
+from policy.wire import ARRAY_EXT, WireError, decode, encode, infer_request, read_infer_request
 from rig.cli import main
 
 ANY_PORT = "tcp://127.0.0.1:*"
@@ -38,15 +39,23 @@ def policy(checkpoint: Path) -> LocalPolicy:
     return LocalPolicy.from_checkpoint(checkpoint, device="cpu", seed=0)
 
 
+POLICY_CAMERAS = CAMERAS[:1]  # what the test checkpoint reads (rig serve refuses other cameras)
+
+
 def observation(step: int = 0) -> PolicyObservation:
-    images = {camera: synthetic_frame(camera, step, (48, 64)) for camera in CAMERAS[:2]}
+    images = {camera: synthetic_frame(camera, step, (48, 64)) for camera in POLICY_CAMERAS}
     return PolicyObservation(synthetic_qpos(0, step).astype(np.float64), images, "transfer the cube")
 
 
 @contextmanager
 def serving(policy: Policy, bind: str = ANY_PORT, keys: Path | None = None) -> Iterator[PolicyServer]:
     """A server answering from a thread until the block ends."""
-    server = PolicyServer(policy, bind, keys, say=lambda _: None)
+    with serving_server(PolicyServer(policy, bind, keys, say=lambda _: None)) as server:
+        yield server
+
+
+@contextmanager
+def serving_server(server: PolicyServer) -> Iterator[PolicyServer]:
     stop = threading.Event()
     thread = threading.Thread(target=server.serve, args=(stop,), daemon=True)
     thread.start()
@@ -104,7 +113,7 @@ def test_guidance_and_the_observation_reach_the_served_policy(policy: LocalPolic
     assert none is None and received is not None
     np.testing.assert_allclose(received.actions, guidance.actions, rtol=1e-6)
     assert (received.frozen, received.execute) == (2, 3)
-    assert second.prompt == "transfer the cube" and set(second.images) == set(CAMERAS[:2])
+    assert second.prompt == "transfer the cube" and set(second.images) == set(POLICY_CAMERAS)
     np.testing.assert_array_equal(second.images["cam_high"], observation(6).images["cam_high"])
     np.testing.assert_allclose(first.state, observation(5).state, rtol=1e-6)
 
@@ -254,3 +263,203 @@ def test_rig_serve_serves_until_interrupted(checkpoint: Path, tmp_path: Path) ->
     finally:
         child.kill()
         child.wait()
+
+
+# ---- hostile and abusive clients -----------------------------------------------------------------
+
+
+def raw_request(endpoint: str, frames: list[bytes], timeout_s: float) -> list[bytes] | None:
+    """Send `frames` from a plain REQ socket; the reply's frames, or None when none came in time."""
+    context = zmq.Context.instance()
+    socket = context.socket(zmq.REQ)
+    socket.linger = 0
+    socket.connect(endpoint)
+    try:
+        socket.send_multipart(frames)
+        if not socket.poll(round(timeout_s * 1000)):
+            return None
+        return socket.recv_multipart()
+    finally:
+        socket.close(linger=0)
+
+
+def test_a_message_of_several_frames_gets_an_error_and_the_server_keeps_serving(policy: LocalPolicy) -> None:
+    with serving(policy) as server:
+        reply = raw_request(server.endpoint, [encode({"kind": "ping"}), b"x"], 5.0)
+        assert reply is not None and len(reply) == 1
+        assert decode(reply[0])["message"] == "WireError: a request is one frame, got 2"
+        dealer = zmq.Context.instance().socket(zmq.DEALER)  # no REQ envelope at all
+        dealer.linger = 0
+        dealer.connect(server.endpoint)
+        dealer.send_multipart([b"junk", b"more", b"frames"])
+        assert dealer.poll(5000)
+        assert decode(dealer.recv_multipart()[-1])["kind"] == "error"
+        dealer.close(linger=0)
+        with PolicyClient(server.endpoint, 5.0) as client:
+            assert client.ping() < 1.0
+            assert client.infer(observation()).shape == (10, 14)
+
+
+def test_an_oversized_message_is_refused_unread_while_others_are_served(policy: LocalPolicy) -> None:
+    limits = ServerLimits(max_message_bytes=2**20, max_pending_bytes=2**21)
+    server = PolicyServer(policy, ANY_PORT, say=lambda _: None, limits=limits)
+    with serving_server(server):
+        huge = {"kind": "infer", "id": 1, "blob": bytes(8 * 2**20)}
+        answers: list[list[bytes] | None] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(raw_request(server.endpoint, [encode(huge)], 3.0))
+        )
+        sender.start()
+        with PolicyClient(server.endpoint, 2.0) as client:
+            assert client.ping() < 1.0
+            assert client.info().cameras == POLICY_CAMERAS
+            big = PolicyObservation(observation().state, {"cam_high": np.zeros((700, 700, 3), np.uint8)}, "x")
+            with pytest.raises(PolicyRemoteError, match=r"exceeds .* limit of 1\.0 MiB"):
+                client.infer(big)  # the client knows the limit from info and says so itself
+        sender.join()
+        assert answers == [None]  # disconnected unread: no reply, no memory spent on it
+
+
+def test_requests_whose_clients_gave_up_are_not_computed(policy: LocalPolicy) -> None:
+    slow = Wrapped(policy, change=lambda actions: (time.sleep(0.6), actions)[1])
+    with serving(slow) as server:
+        clients = [PolicyClient(server.endpoint, 0.3) for _ in range(5)]
+        threads = [threading.Thread(target=_infer_quietly, args=(client,)) for client in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        time.sleep(1.0)  # the model finishes the first; the rest waited past their clients' 0.3 s
+        for client in clients:
+            client.close()
+        assert len(slow.calls) == 1 and server.dropped_stale == 4
+        with PolicyClient(server.endpoint, 5.0) as client:
+            assert client.infer(observation()).shape == (10, 14)
+
+
+def test_a_flood_of_large_requests_gets_busy_replies_and_memory_stays_bounded(checkpoint: Path) -> None:
+    """24 clients send 12 MB each at once (before: all queued in the server, and the memory kept)."""
+    command = [sys.executable, "-m", "rig.cli", "serve", "--checkpoint", str(checkpoint), "--bind", ANY_PORT,
+               "--device", "cpu"]  # fmt: skip
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        endpoint = _serving_endpoint(child)
+        with PolicyClient(endpoint, 5.0) as client:
+            client.ping()
+        before = _memory_mb(child.pid, "VmRSS")
+        image = np.zeros((2000, 2000, 3), np.uint8)  # 12 MB, a valid size
+        request = encode(
+            {**infer_request(0, PolicyObservation(np.zeros(14), {"cam_high": image}, "x"), None)}
+        )
+        replies: list[list[bytes] | None] = []
+        threads = [
+            threading.Thread(target=lambda: replies.append(raw_request(endpoint, [request], 60.0)))
+            for _ in range(24)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        kinds = sorted(decode(reply[0])["kind"] for reply in replies if reply is not None)
+        assert len(kinds) == 24 and "chunk" in kinds, kinds  # every request was answered
+        busy = [r for r in replies if r is not None and "busy" in decode(r[0]).get("message", "")]
+        assert busy, "no request was turned away"
+        peak, after = _memory_mb(child.pid, "VmHWM"), _memory_mb(child.pid, "VmRSS")
+        assert peak - before < 400, (before, peak, after)
+        assert after - before < 100, (before, peak, after)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _infer_quietly(client: PolicyClient) -> None:
+    with contextlib.suppress(PolicyUnavailable):
+        client.infer(observation())
+
+
+def _serving_endpoint(child: subprocess.Popen[str]) -> str:
+    assert child.stdout is not None
+    for line in child.stdout:
+        found = re.search(r" on (tcp://127\.0\.0\.1:\d+)$", line.strip())
+        if found:
+            return found[1]
+    raise AssertionError("rig serve ended before serving")
+
+
+def _memory_mb(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def test_observations_that_do_not_fit_the_policy_are_refused_with_what_is_wrong(policy: LocalPolicy) -> None:
+    good = infer_request(7, observation(), None)
+    image = observation().images["cam_high"]
+    guidance = {"actions": np.zeros((5, 14), np.float32), "frozen": 2, "execute": 3}
+    bad = {
+        "is 0x0: each side must be 16..4096": {"images": {"cam_high": np.zeros((0, 0, 3), np.uint8)}},
+        "is 20000x1: each side": {"images": {"cam_high": np.zeros((1, 20000, 3), np.uint8)}},
+        "is 400x50: .* at most 4 times": {"images": {"cam_high": np.zeros((50, 400, 3), np.uint8)}},
+        "unknown camera\\(s\\) 'cam_nope'; this policy reads cam_high": {
+            "images": {"cam_high": image, "cam_nope": image}
+        },
+        "no images: this policy reads cam_high": {"images": {}},
+        "the state holds NaN": {"state": np.full(14, np.nan, np.float32)},
+        "frozen=1000000000, execute=3: need": {"guidance": {**guidance, "frozen": 10**9}},
+        "frozen=2, execute=0": {"guidance": {**guidance, "execute": 0}},
+        "guidance actions must be \\(k, 14\\) with 1 <= k <= 10": {
+            "guidance": {**guidance, "actions": np.zeros((11, 14), np.float32)}
+        },
+        "guidance actions hold NaN": {
+            "guidance": {**guidance, "actions": np.full((5, 14), np.inf, np.float32)}
+        },
+    }
+    with PolicyServer(policy, ANY_PORT, say=lambda _: None) as server:
+        for message, change in bad.items():
+            reply = server.respond(encode({**good, **change}))
+            assert reply is not None
+            answer = decode(reply)
+            assert answer["kind"] == "error" and answer["id"] == 7, change
+            assert re.search("^ObservationError: .*" + message, answer["message"]), answer["message"]
+        reply = server.respond(encode(good))
+        assert reply is not None and decode(reply)["kind"] == "chunk"
+
+
+def test_hundreds_of_malformed_messages_each_get_a_reply_and_the_server_keeps_serving(
+    policy: LocalPolicy,
+) -> None:
+    rng = np.random.default_rng(400)
+    good = infer_request(1, observation(), None)
+    variants: list[object] = [
+        {"kind": "infer"},
+        {"kind": None},
+        {"kind": ["infer"]},
+        {**good, "state": "fourteen"},
+        {**good, "images": [1, 2]},
+        {**good, "images": {"cam_high": np.zeros((48, 64, 4), np.uint8)}},
+        {**good, "prompt": 7},
+        {**good, "guidance": {"actions": np.zeros((3, 14), np.float32), "frozen": -1, "execute": 2}},
+        {**good, "guidance": {"actions": np.zeros((3, 14), np.float32), "frozen": True, "execute": 2}},
+        {**good, "wait_s": "forever"},
+        [good],
+        "infer",
+        None,
+    ]
+    with serving(policy) as server:
+        socket = zmq.Context.instance().socket(zmq.REQ)
+        socket.linger = 0
+        socket.connect(server.endpoint)
+        kinds = []
+        for index in range(400):
+            if index % 2:
+                message = rng.bytes(int(rng.integers(1, 200)))
+            else:
+                message = encode(variants[index // 2 % len(variants)])
+            socket.send(message)
+            assert socket.poll(5000), f"no reply to message {index}"
+            kinds.append(decode(socket.recv())["kind"])
+        socket.close(linger=0)
+        assert kinds == ["error"] * 400
+        with PolicyClient(server.endpoint, 5.0) as client:
+            assert client.infer(observation()).shape == (10, 14)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import itertools
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
@@ -21,9 +23,18 @@ from test_policy_model import inputs_for
 from policy.batch import TrainingBatch
 from policy.checkpoint import META_FILE, MODEL_FILE, TRAIN_STATE_FILE, CheckpointError, load_policy
 from policy.config import get_config
-from policy.distributed import Ranks, full_state, wrap_model
+from policy.distributed import (
+    DeviceError,
+    Ranks,
+    backend_for,
+    build_model,
+    full_state,
+    resolve_device,
+    restore_optimizer,
+    wrap_model,
+)
 from policy.pi0 import Pi0
-from policy.train import Schedule, TrainSettings, train, train_step
+from policy.train import Ema, Schedule, TrainingError, TrainSettings, make_optimizer, train, train_step
 from policy.weights import save_pi0_weights
 from recorder.catalogue import Catalogue
 
@@ -139,6 +150,23 @@ def test_a_non_finite_gradient_skips_the_update() -> None:
     assert all(torch.equal(before[name], p) for name, p in model.named_parameters())
 
 
+def test_a_fused_optimizer_skips_a_non_finite_update_without_waiting_for_it() -> None:
+    model = Pi0(get_config("pi0-tiny"))
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.0, fused=True)
+    actions = torch.randn(2, 10, 32)
+    finite = TrainingBatch(inputs_for("pi0-tiny"), actions, torch.zeros(2, 10, dtype=torch.bool),
+                           torch.arange(32) < 14)  # fmt: skip
+    train_step(model, optimizer, finite, torch.randn(2, 10, 32), torch.rand(2), 1.0)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    actions = actions.clone()
+    actions[0, 0, 0] = float("nan")
+    broken = TrainingBatch(finite.inputs, actions, finite.action_is_pad, finite.action_dim_mask)
+    _, grad_norm = train_step(model, optimizer, broken, torch.randn(2, 10, 32), torch.rand(2), 1.0)
+    assert not torch.isfinite(grad_norm) and not hasattr(optimizer, "found_inf")
+    assert all(torch.equal(before[name], p) for name, p in model.named_parameters())
+    assert {int(state["step"]) for state in optimizer.state.values()} == {1}  # the skipped step not counted
+
+
 def test_a_corrupt_checkpoint_is_refused_with_advice(store: Path, tmp_path: Path) -> None:
     result = train(TrainSettings(store=store, config="pi0-tiny", steps=1, batch_size=4, workers=0,
                                  out=tmp_path / "run"), say=lambda _: None)  # fmt: skip
@@ -165,9 +193,8 @@ def _fixed_batch() -> tuple[TrainingBatch, torch.Tensor, torch.Tensor]:
     return batch, torch.randn(4, 10, 32, generator=generator), torch.rand(4, generator=generator)
 
 
-def _model() -> Pi0:
-    torch.manual_seed(0)
-    model = Pi0(get_config("pi0-tiny"))
+def _model(device: Literal["cpu", "meta"] = "cpu") -> Pi0:
+    model = build_model(get_config("pi0-tiny"), seed=0, device=device)
     for parameter in model.unused_parameters():  # as training does
         parameter.requires_grad_(False)
     return model
@@ -176,14 +203,16 @@ def _model() -> Pi0:
 def _one_step(model: torch.nn.Module, index: slice) -> torch.optim.Optimizer:
     batch, noise, time = _fixed_batch()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    train_step(model, optimizer, batch.select(index), noise[index], time[index], clip_norm=1.0)
+    train_step(model, optimizer, batch.select(index), noise[index], time[index], 1.0, precision="fp32")
     return optimizer
 
 
 def _rank(rank: int, init_file: str, out: str, fsdp: bool) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
-    model = _model()
-    wrapped = wrap_model(model, Ranks(rank, 2, 0), torch.device("cpu"), fsdp)
+    # Under FSDP only the main rank builds real weights; the other builds on `meta` and receives shards.
+    model = _model("meta" if fsdp and rank else "cpu")
+    full = _model().state_dict() if fsdp and not rank else None
+    wrapped = wrap_model(model, Ranks(rank, 2, 0), torch.device("cpu"), fsdp, full_weights=full)
     optimizer = _one_step(wrapped, slice(2 * rank, 2 * rank + 2))
     weights, _ = full_state(wrapped, optimizer)  # gathered to rank 0, as checkpoints are
     if rank == 0:
@@ -203,3 +232,147 @@ def test_two_processes_take_the_same_step_as_one_process(tmp_path: Path, shardin
     for name, tensor in single.state_dict().items():
         assert torch.allclose(gathered[name], tensor, atol=1e-6), name
     assert not torch.equal(start["action_out_proj.weight"], single.state_dict()["action_out_proj.weight"])
+
+
+def test_the_ema_forgets_the_random_start_within_a_short_run() -> None:
+    layer = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        layer.weight.zero_()
+    ema = Ema(layer, decay=0.999)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    ema.update(layer)  # step 0: decay 1/10, the average is mostly the trained weights already
+    torch.testing.assert_close(ema.shadow["weight"], torch.full((2, 2), 0.9))
+    for _ in range(999):
+        ema.update(layer)
+    assert float(ema.shadow["weight"].min()) > 0.999  # a plain 0.999 decay would still hold 37 % of zeros
+    assert ema.decay_at(10**6) == 0.999 and Ema(layer, 0.99, step=500).step == 500
+
+
+# -- Resuming restores the optimizer's moments, sharded for however many processes now run
+def _restore(rank: int, world: int, init_file: str, saved: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    ranks = Ranks(rank, world, 0)
+    model = _model("meta" if rank else "cpu")
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
+    weights, moments = torch.load(saved, weights_only=True) if ranks.main else ({}, {})
+    wrapped = wrap_model(model, ranks, torch.device("cpu"), True, full_weights=weights or None)
+    optimizer = make_optimizer(wrapped, lr=1e-3, weight_decay=0.0)
+    restore_optimizer(wrapped, optimizer, names, moments, ranks)
+    batch, noise, time = _fixed_batch()
+    index = slice(rank, rank + 1)  # one sample a rank: the same batch whatever the process count
+    train_step(wrapped, optimizer, batch.select(index), noise[index], time[index], 1.0, precision="fp32")
+    gathered = full_state(wrapped, optimizer)
+    if ranks.main:
+        torch.save(gathered, out)
+    dist.destroy_process_group()
+
+
+def test_fsdp_restores_the_optimizer_on_another_process_count(tmp_path: Path) -> None:
+    """The moments of an unsharded step, put back into FSDP optimizers on 2 and 3 processes: the next
+    step is the one an unsharded optimizer takes (FSDP resumes used to fail at the first step)."""
+    model = _model()
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.0)
+    batch, noise, time = _fixed_batch()
+    train_step(model, optimizer, batch.select(slice(0, 2)), noise[:2], time[:2], 1.0, precision="fp32")
+    saved = tmp_path / "saved.pt"
+    torch.save(full_state(model, optimizer), saved)
+    train_step(model, optimizer, batch.select(slice(0, 2)), noise[:2], time[:2], 1.0, precision="fp32")
+    expected_weights, expected_moments = full_state(model, optimizer)
+    for world in (2, 3):
+        out = tmp_path / f"after-{world}.pt"
+        mp.spawn(_restore, args=(world, str(tmp_path / f"init{world}"), str(saved), str(out)), nprocs=world)
+        if world == 3:  # three samples, not two: only check that the moments came back and advanced
+            _, moments = torch.load(out, weights_only=True)
+            assert {int(m["step"]) for m in moments.values()} == {2}
+            continue
+        weights, moments = torch.load(out, weights_only=True)
+        for name, tensor in expected_weights.items():
+            torch.testing.assert_close(weights[name], tensor, atol=2e-5, rtol=0, msg=name)
+        for name, values in expected_moments.items():
+            for key, value in values.items():
+                torch.testing.assert_close(moments[name][key], value, atol=1e-6, rtol=1e-4, msg=name + key)
+
+
+# -- `rig train` under torchrun: CPU processes over gloo, as users run it on GPUs over NCCL
+def torchrun_train(processes: int, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               str(processes), "-m", "rig.cli", "train", *args]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def optimizer_step_count(checkpoint: Path) -> int:
+    with safe_open(str(checkpoint / TRAIN_STATE_FILE), framework="pt") as file:
+        return int(file.get_tensor("optimizer.action_out_proj.weight.step"))
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_torchrun_trains_saves_and_resumes_on_2_then_2_or_3_processes(
+    store: Path, tmp_path: Path, sharding: str
+) -> None:
+    flags = [*TINY, "--device", "cpu", "--log-every", "1", *(["--fsdp"] if sharding == "fsdp" else [])]
+    first = tmp_path / "run"
+    result = torchrun_train(2, "--store", str(store), *flags, "--steps", "2", "--out", str(first))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on cpu × 2" in result.stdout and "done: step 2" in result.stdout
+    for processes in (2, 3) if sharding == "fsdp" else (3,):
+        run = tmp_path / f"resumed-on-{processes}"
+        shutil.copytree(first, run)
+        result = torchrun_train(processes, "--store", str(store), *flags, "--steps", "4", "--resume",
+                                "--out", str(run))  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"resuming {run} from step 2" in result.stdout and f"on cpu × {processes}" in result.stdout
+        assert optimizer_step_count(run / "checkpoints/00000004") == 4  # the moments went on from step 2
+        model, meta = load_policy(run)
+        assert meta.step == 4 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_one_seed_gives_the_same_checkpoint_bytes(store: Path, tmp_path: Path) -> None:
+    def checkpoint_bytes(seed: int, name: str) -> bytes:
+        torch.manual_seed(len(name))  # whatever the global generator holds must not matter
+        settings = TrainSettings(store=store, config="pi0-tiny", steps=2, batch_size=4, workers=0,
+                                 out=tmp_path / name, seed=seed)  # fmt: skip
+        return (train(settings, say=lambda _: None).checkpoint / MODEL_FILE).read_bytes()
+
+    first = checkpoint_bytes(7, "a")
+    assert checkpoint_bytes(7, "bb") == first
+    assert checkpoint_bytes(8, "ccc") != first
+
+
+def test_ema_with_fsdp_is_refused_before_anything_is_written(store: Path, tmp_path: Path) -> None:
+    settings = TrainSettings(store=store, config="pi0-tiny", out=tmp_path / "run", fsdp=True, ema_decay=0.99)
+    with pytest.raises(TrainingError, match="--ema with --fsdp"):
+        train(settings, say=lambda _: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_each_rank_takes_its_own_gpu_and_the_backend_follows_the_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert backend_for(torch.device("cpu")) == "gloo" and backend_for(torch.device("cuda", 1)) == "nccl"
+    assert resolve_device("cpu", Ranks(1, 2, 1)) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="no CUDA device"):
+            resolve_device("cuda", Ranks())
+        # No GPU here: stand in for the CUDA runtime's two calls to see which GPU each rank takes.
+        chosen: list[torch.device] = []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    ranks = Ranks(rank=3, world_size=4, local_rank=1)
+    assert resolve_device("cuda", ranks) == torch.device("cuda", 1)
+    assert resolve_device(None, ranks) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0", Ranks()) == torch.device("cuda", 0)
+    with pytest.raises(DeviceError, match="all 4 processes on one GPU"):
+        resolve_device("cuda:0", ranks)
+
+
+def test_a_time_budget_ends_the_run_in_time_with_the_schedule_fitted_to_it(
+    store: Path, tmp_path: Path
+) -> None:
+    settings = TrainSettings(store=store, config="pi0-tiny", steps=100_000, minutes=0.2, batch_size=4,
+                             workers=0, out=tmp_path / "run", log_every=1)  # fmt: skip
+    result = train(settings, say=lambda _: None)
+    assert not result.interrupted and 1 <= result.step < settings.steps  # ended by the clock, complete
+    rows = list(csv.DictReader((result.run / "loss.csv").open()))
+    assert int(rows[-1]["step"]) == result.step
+    assert float(rows[-1]["lr"]) <= 0.2 * settings.peak_lr()  # the decay ran to the budget's end

@@ -52,7 +52,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stderr
     assert "episode 2:" in result.stdout and "frames dropped 0" in result.stdout
-    assert "recorded 2 episode(s)" in result.stdout
+    assert "recorded 2 episode(s)" in result.stdout and "flagged" not in result.stdout
     return store
 
 
@@ -104,3 +104,10 @@ def test_record_refuses_to_start_without_the_disk_it_needs(tmp_path: Path) -> No
     result = rig("record", "--store", str(tmp_path / "s"), "--task", "x", "--episodes", "100000000")
     assert result.returncode == 1
     assert "free" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_successful_only_is_for_the_twin_whose_reward_judges_episodes(tmp_path: Path) -> None:
+    result = rig(
+        "record", "--profile", "aloha", "--store", str(tmp_path / "s"), "--task", "x", "--successful-only"
+    )
+    assert result.returncode == 1 and "needs the twin" in result.stderr

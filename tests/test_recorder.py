@@ -169,18 +169,25 @@ CHILD = CHILD_BEGINS + textwrap.dedent(
 )
 
 
-def test_a_sigkill_mid_episode_loses_at_most_a_second(tmp_path: Path) -> None:
-    root = tmp_path / "store"
+def kill_while_recording(root: Path, steps: int) -> int:
+    """Record into `root` from a child process and kill -9 it once it has offered `steps` steps;
+    the last step it offered."""
     script = CHILD.format(tests=os.path.dirname(__file__), root=str(root))
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
     offered = -1
     for line in child.stdout:
         offered = int(line)
-        if offered >= 150:  # three seconds of steps and frames
+        if offered >= steps:
             break
     child.send_signal(signal.SIGKILL)
     child.wait()
+    return offered
+
+
+def test_a_sigkill_mid_episode_loses_at_most_a_second(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    offered = kill_while_recording(root, 150)  # three seconds of steps and frames
     store = Store(root)
     assert store.recovered, "the interrupted episode was not found"
     episode_id = store.recovered[0]

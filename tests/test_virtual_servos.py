@@ -7,6 +7,9 @@ these tests pin that the twin's servos behave like real X-series servos on the w
 from __future__ import annotations
 
 import math
+import os
+import random
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -28,9 +31,9 @@ from hardware.dynamixel.control_table import (
     OperatingMode,
     model_named,
 )
-from hardware.dynamixel.protocol import ALERT_BIT, BROADCAST_ID, Instruction, StatusError, encode
+from hardware.dynamixel.protocol import ALERT_BIT, BROADCAST_ID, HEADER, Instruction, StatusError, encode
 from hardware.sim.servo import HeldJoint, VirtualServo
-from hardware.sim.servo_chain import VirtualServoChain
+from hardware.sim.servo_chain import INTER_BYTE_TIMEOUT_S, VirtualServoChain
 
 BAUD = 1_000_000
 MODELS = {1: "XM430-W350", 2: "XM540-W270", 3: "XL330-M288"}
@@ -43,10 +46,11 @@ ABSENT_ID = 9
 FIRMWARE_VERSION, DRIVE_MODE, OPERATING_MODE, HOMING_OFFSET = 6, 10, 11, 20
 MAX_POSITION_LIMIT, MIN_POSITION_LIMIT = 48, 52
 TORQUE_ENABLE, LED, STATUS_RETURN_LEVEL, HARDWARE_ERROR_STATUS = 64, 65, 68, 70
-POSITION_P_GAIN, PROFILE_VELOCITY, GOAL_POSITION = 84, 112, 116
+POSITION_P_GAIN, GOAL_VELOCITY, PROFILE_VELOCITY, GOAL_POSITION = 84, 104, 112, 116
 PRESENT_LOAD = PRESENT_CURRENT = 126
 PRESENT_VELOCITY, PRESENT_POSITION = 128, 132
 MODEL_NUMBER, VELOCITY_LIMIT, CURRENT_LIMIT = 0, 44, 38
+GOAL_PWM, GOAL_CURRENT, PWM_LIMIT = 100, 102, 36
 
 
 def ticks(radians: float) -> int:
@@ -59,7 +63,12 @@ def motor_radians(ticks: int) -> float:
 
 
 def signed32(value: int) -> int:
-    return value - (1 << 32) if value >= 1 << 31 else value
+    return signed(value, 4)
+
+
+def signed(value: int, size: int) -> int:
+    bits = 8 * size
+    return value - (1 << bits) if value >= 1 << (bits - 1) else value
 
 
 @pytest.fixture
@@ -254,45 +263,86 @@ def test_read_past_the_end_of_the_control_table_is_a_data_range_error(
 def test_data_containing_the_header_pattern_survives_stuffing_both_ways(
     port: PortHandler, ph: PacketHandler
 ) -> None:
-    # Extended position mode does not clamp the goal, so any 32-bit value goes through.
-    write_ok(ph, port, 1, OPERATING_MODE, 1, OperatingMode.EXTENDED_POSITION)
-    value = int.from_bytes(bytes([0x00, 0xFF, 0xFF, 0xFD]), "little", signed=True)
-    write_ok(ph, port, 1, GOAL_POSITION, 4, value)
-    data, result, error = ph.readTxRx(port, 1, GOAL_POSITION, 4)
+    # Goal velocity -1 (FF FF FF FF) then profile acceleration 253 (FD 00 00 00): FF FF FD on the wire.
+    data = [0xFF, 0xFF, 0xFF, 0xFF, 0xFD, 0x00, 0x00, 0x00]
+    assert ph.writeTxRx(port, 1, GOAL_VELOCITY, len(data), data) == (COMM_SUCCESS, 0)
+    read, result, error = ph.readTxRx(port, 1, GOAL_VELOCITY, len(data))
     assert (result, error) == (COMM_SUCCESS, 0)
-    assert data == [0x00, 0xFF, 0xFF, 0xFD]
+    assert read == data
 
 
 # ---- position behaviour --------------------------------------------------------------------
 
 
-def test_goal_position_outside_the_position_limits_is_clamped(
+def test_goal_position_outside_the_position_limits_is_refused_with_data_limit_error(
     chain: VirtualServoChain, port: PortHandler, ph: PacketHandler
 ) -> None:
+    # e-manual, X-series Goal Position (116): in position mode its range is the position limits, and
+    # a write beyond them is answered with Data Limit Error and not applied.
     write_ok(ph, port, 1, MAX_POSITION_LIMIT, 4, 3000)
     write_ok(ph, port, 1, MIN_POSITION_LIMIT, 4, 1000)
     write_ok(ph, port, 1, TORQUE_ENABLE, 1, 1)
-
-    write_ok(ph, port, 1, GOAL_POSITION, 4, 3500)  # accepted, not refused
-    assert read_ok(ph, port, 1, GOAL_POSITION, 4) == 3000
-    assert read_ok(ph, port, 1, PRESENT_POSITION, 4) == 3000
-    assert held(chain, 1).position == pytest.approx(motor_radians(3000))
-
-    write_ok(ph, port, 1, GOAL_POSITION, 4, 200)
-    assert read_ok(ph, port, 1, GOAL_POSITION, 4) == 1000
-    assert read_ok(ph, port, 1, PRESENT_POSITION, 4) == 1000
-
     write_ok(ph, port, 1, GOAL_POSITION, 4, 2222)
     assert read_ok(ph, port, 1, PRESENT_POSITION, 4) == 2222
 
+    for beyond in (3500, 200, 3001, 999):
+        assert ph.write4ByteTxRx(port, 1, GOAL_POSITION, beyond) == (COMM_SUCCESS, StatusError.DATA_LIMIT)
+        assert read_ok(ph, port, 1, GOAL_POSITION, 4) == 2222
+        assert read_ok(ph, port, 1, PRESENT_POSITION, 4) == 2222
+    assert held(chain, 1).position == pytest.approx(motor_radians(2222))
 
-def test_goal_position_is_not_clamped_in_extended_position_mode(port: PortHandler, ph: PacketHandler) -> None:
-    write_ok(ph, port, 1, OPERATING_MODE, 1, OperatingMode.EXTENDED_POSITION)
+    write_ok(ph, port, 1, GOAL_POSITION, 4, 3000)  # the limits themselves are allowed
+    assert read_ok(ph, port, 1, PRESENT_POSITION, 4) == 3000
+
+
+def test_a_sync_write_beyond_the_position_limits_is_ignored_for_that_servo_only(
+    chain: VirtualServoChain, port: PortHandler, ph: PacketHandler
+) -> None:
+    for servo_id in (1, 2):
+        write_ok(ph, port, servo_id, MAX_POSITION_LIMIT, 4, 3000)
+        write_ok(ph, port, servo_id, TORQUE_ENABLE, 1, 1)
+        write_ok(ph, port, servo_id, GOAL_POSITION, 4, 2000)
+    group = GroupSyncWrite(port, ph, GOAL_POSITION, 4)
+    group.addParam(1, list((2500).to_bytes(4, "little")))
+    group.addParam(2, list((3500).to_bytes(4, "little")))
+    assert group.txPacket() == COMM_SUCCESS
+    assert chain.settle()
+    assert read_ok(ph, port, 1, GOAL_POSITION, 4) == 2500
+    assert read_ok(ph, port, 2, GOAL_POSITION, 4) == 2000
+
+
+def test_goals_beyond_their_velocity_current_and_pwm_limits_are_data_limit_errors(
+    port: PortHandler, ph: PacketHandler
+) -> None:
+    write_ok(ph, port, 1, VELOCITY_LIMIT, 4, 100)
+    write_ok(ph, port, 1, CURRENT_LIMIT, 2, 500)
+    write_ok(ph, port, 1, PWM_LIMIT, 2, 300)
+    for address, size, beyond, within in (
+        (GOAL_VELOCITY, 4, -101, -100),
+        (GOAL_CURRENT, 2, 501, 500),
+        (GOAL_PWM, 2, 301, -300),
+    ):
+        writer = {2: ph.write2ByteTxRx, 4: ph.write4ByteTxRx}[size]
+        raw = beyond & ((1 << (8 * size)) - 1)
+        assert writer(port, 1, address, raw) == (COMM_SUCCESS, StatusError.DATA_LIMIT)
+        assert signed(read_ok(ph, port, 1, address, size), size) == 0  # refused: unchanged
+        write_ok(ph, port, 1, address, size, within)
+        assert signed(read_ok(ph, port, 1, address, size), size) == within
+
+
+@pytest.mark.parametrize("mode", [OperatingMode.EXTENDED_POSITION, OperatingMode.CURRENT_BASED_POSITION])
+def test_multi_turn_modes_ignore_the_position_limits_within_256_turns(
+    port: PortHandler, ph: PacketHandler, mode: int
+) -> None:
+    write_ok(ph, port, 1, OPERATING_MODE, 1, mode)
     write_ok(ph, port, 1, TORQUE_ENABLE, 1, 1)
     write_ok(ph, port, 1, GOAL_POSITION, 4, 9000)
     assert read_ok(ph, port, 1, PRESENT_POSITION, 4) == 9000
     write_ok(ph, port, 1, GOAL_POSITION, 4, -3000)
     assert signed32(read_ok(ph, port, 1, PRESENT_POSITION, 4)) == -3000
+    # e-manual: -1,048,575 .. 1,048,575 in these modes; beyond is out of the item's range.
+    assert ph.write4ByteTxRx(port, 1, GOAL_POSITION, 1_048_576) == (COMM_SUCCESS, StatusError.DATA_RANGE)
+    assert signed32(read_ok(ph, port, 1, GOAL_POSITION, 4)) == -3000
 
 
 def test_homing_offset_and_reverse_drive_mode_change_the_reported_position(
@@ -409,6 +459,33 @@ def test_sync_write_moves_servos_with_torque_on_and_not_those_with_torque_off(
     assert held(chain, 3).position == POSES[3]
     # One packet for all of them (then the reads above).
     assert chain.packets_handled == before + 1 + 4
+
+
+def test_settle_returns_only_once_a_sync_write_just_sent_has_been_applied(
+    chain: VirtualServoChain, port: PortHandler, ph: PacketHandler
+) -> None:
+    """What lock-step rests on: the goal written at a tick's end acts before physics runs on. The
+    pty hands bytes to the chain's side through a kernel worker, so they can still be in flight
+    when the write returns (most of the time on this machine, longer on a loaded one)."""
+    group = GroupSyncWrite(port, ph, GOAL_POSITION, 4)
+    for goal in range(1000, 1200):
+        group.clearParam()
+        assert group.addParam(1, list(goal.to_bytes(4, "little")))
+        assert group.txPacket() == COMM_SUCCESS
+        assert chain.settle()
+        assert chain.locked(lambda: chain.servo(1).get("goal_position")) == goal
+
+
+def test_delayed_replies_come_late_and_settle_waits_for_them(
+    chain: VirtualServoChain, port: PortHandler, ph: PacketHandler
+) -> None:
+    chain.delay_replies(0.3)
+    _, result, _ = ph.readTxRx(port, 1, PRESENT_POSITION, 4)
+    assert result == COMM_RX_TIMEOUT  # the SDK waited ~100 ms (conftest), the reply takes 300
+    started = time.monotonic()
+    assert chain.settle()  # the late reply has gone out (to nobody)
+    assert time.monotonic() - started > 0.1
+    assert read_ok(ph, port, 1, PRESENT_POSITION, 4) == ticks(POSES[1])  # the next one is on time
 
 
 def test_bulk_read_reads_different_items_from_different_ids(
@@ -548,3 +625,130 @@ def test_broadcast_write_gets_no_reply_but_applies_to_all(
     assert ph.write1ByteTxRx(port, BROADCAST_ID, LED, 0) == (COMM_SUCCESS, 0)
     for servo_id in MODELS:
         assert read_ok(ph, port, servo_id, LED, 1) == 0
+
+
+# ---- instructions beyond read and write (e-manual, Protocol 2.0) ---------------------------------
+
+ID, REGISTERED_INSTRUCTION = 7, 69
+
+
+def test_a_write_that_changes_the_id_moves_the_servo_to_the_new_id(
+    port: PortHandler, ph: PacketHandler
+) -> None:
+    # The reply comes from the id the driver addressed, so the SDK accepts it.
+    assert ph.write1ByteTxRx(port, 1, ID, 11) == (COMM_SUCCESS, 0)
+    assert ph.ping(port, 1)[1] == COMM_RX_TIMEOUT
+    assert ph.ping(port, 11) == (NUMBERS[1], COMM_SUCCESS, 0)
+    reply, result = send_raw(port, encode(11, Instruction.PING))
+    assert result == COMM_SUCCESS and reply[4] == 11  # stamped with the id it now answers at
+    assert read_ok(ph, port, 11, ID, 1) == 11
+    assert ph.write1ByteTxRx(port, 11, ID, 1) == (COMM_SUCCESS, 0)
+    assert ph.ping(port, 1) == (NUMBERS[1], COMM_SUCCESS, 0)
+
+
+def test_reg_write_is_checked_at_once_and_applied_by_action(port: PortHandler, ph: PacketHandler) -> None:
+    assert ph.regWriteTxRx(port, 1, LED, 1, [1]) == (COMM_SUCCESS, 0)
+    assert ph.regWriteTxRx(port, 2, LED, 1, [1]) == (COMM_SUCCESS, 0)
+    assert read_ok(ph, port, 1, LED, 1) == 0  # not yet
+    assert read_ok(ph, port, 1, REGISTERED_INSTRUCTION, 1) == 1
+    assert ph.action(port, BROADCAST_ID) == COMM_SUCCESS  # broadcast: no reply, both act
+    assert read_ok(ph, port, 1, LED, 1) == read_ok(ph, port, 2, LED, 1) == 1
+    assert read_ok(ph, port, 1, REGISTERED_INSTRUCTION, 1) == 0
+    # ACTION with nothing registered is an Instruction Error; a bad value is refused at REG_WRITE.
+    reply, result = send_raw(port, encode(1, Instruction.ACTION))
+    assert result == COMM_SUCCESS and reply[8] == StatusError.INSTRUCTION
+    assert ph.regWriteTxRx(port, 1, LED, 1, [5]) == (COMM_SUCCESS, StatusError.DATA_RANGE)
+    assert read_ok(ph, port, 1, REGISTERED_INSTRUCTION, 1) == 0
+
+
+def test_fast_sync_read_answers_for_all_ids_in_one_packet(port: PortHandler, ph: PacketHandler) -> None:
+    reader = GroupSyncRead(port, ph, PRESENT_POSITION, 4)
+    for servo_id in MODELS:
+        assert reader.addParam(servo_id)
+    assert reader.fastSyncRead() == COMM_SUCCESS
+    for servo_id in MODELS:
+        assert reader.getData(servo_id, PRESENT_POSITION, 4) == ticks(POSES[servo_id])
+
+
+@pytest.mark.parametrize(
+    ("instruction", "params"),
+    [(Instruction.FACTORY_RESET, b"\xff"), (Instruction.CLEAR, bytes([0x01, 0x44, 0x58, 0x4C, 0x22]))],
+)
+def test_instructions_the_twin_does_not_implement_answer_instruction_error(
+    port: PortHandler, ph: PacketHandler, instruction: int, params: bytes
+) -> None:
+    write_ok(ph, port, 1, HOMING_OFFSET, 4, 100)
+    reply, result = send_raw(port, encode(1, instruction, params))
+    assert result == COMM_SUCCESS and reply[8] == StatusError.INSTRUCTION
+    assert read_ok(ph, port, 1, HOMING_OFFSET, 4) == 100  # nothing was reset
+
+
+# ---- hostile input: a chain answers whatever was written before ----------------------------------
+
+
+def test_a_thousand_repeated_headers_do_not_silence_the_chain(
+    chain: VirtualServoChain, port: PortHandler, ph: PacketHandler
+) -> None:
+    # Each header's "length" is the next header's bytes (FF FD = 64,991): not a packet, skipped.
+    assert port.writePort(list(HEADER * 1100)) == 4400
+    assert chain.settle()
+    assert ph.ping(port, 1) == (NUMBERS[1], COMM_SUCCESS, 0)
+    assert chain.take_problems() == []
+
+
+def test_a_packet_that_stops_arriving_is_dropped_after_the_inter_byte_timeout(
+    chain: VirtualServoChain, port: PortHandler, ph: PacketHandler
+) -> None:
+    half = HEADER + bytes([1]) + (1000).to_bytes(2, "little") + bytes([Instruction.WRITE, 65, 0])
+    assert port.writePort(list(half)) == len(half)
+    time.sleep(3 * INTER_BYTE_TIMEOUT_S)
+    assert ph.ping(port, 1) == (NUMBERS[1], COMM_SUCCESS, 0)
+    # A packet swallowed by the false header (same write) is found once the header is dropped.
+    reply, result = send_raw(port, half + encode(2, Instruction.PING))
+    assert result == COMM_SUCCESS and reply[4] == 2
+    assert read_ok(ph, port, 1, LED, 1) == 0
+
+
+def test_thousands_of_malformed_packets_leave_the_chain_answering(
+    chain: VirtualServoChain, port: PortHandler, ph: PacketHandler
+) -> None:
+    rng = random.Random(14)
+    for _ in range(int(os.environ.get("RIG_FUZZ_PACKETS", "3000"))):  # the review sent 14,000
+        port.writePort(list(malformed_packet(rng)))
+    assert chain.settle()
+    port.clearPort()
+    assert chain.take_problems() == []
+    servo_id = chain.ids[0]  # random WRITEs may have moved a servo to another id
+    number, result, _ = ph.ping(port, servo_id)
+    assert result == COMM_SUCCESS and number in NUMBERS.values()
+
+
+def test_an_error_answering_one_packet_is_reported_and_the_chain_answers_the_next(
+    chain: VirtualServoChain, port: PortHandler, ph: PacketHandler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(address: int, length: int) -> tuple[StatusError, bytes]:
+        raise RuntimeError("backend fell over")
+
+    monkeypatch.setattr(chain.servo(2), "read", broken)
+    assert ph.read4ByteTxRx(port, 2, PRESENT_POSITION)[1] == COMM_RX_TIMEOUT
+    (problem,) = chain.take_problems()
+    assert "instruction 0x02 for id 2: RuntimeError: backend fell over" in problem
+    assert read_ok(ph, port, 1, PRESENT_POSITION, 4) == ticks(POSES[1])
+
+
+def malformed_packet(rng: random.Random) -> bytes:
+    """One of the ways a line can be wrong: noise, a false header, a cut, a bad CRC, a valid frame
+    around a random instruction and parameters."""
+    ids = (1, 2, 3, ABSENT_ID, BROADCAST_ID, rng.randrange(256))
+    params = rng.randbytes(rng.randrange(0, 40))
+    frame = encode(rng.choice(ids), rng.randrange(256), params)
+    kind = rng.randrange(5)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 64))
+    if kind == 1:
+        return HEADER + bytes([rng.choice(ids)]) + rng.randrange(65536).to_bytes(2, "little") + params[:4]
+    if kind == 2:
+        return frame[: rng.randrange(1, len(frame))]
+    if kind == 3:
+        return frame[:-1] + bytes([frame[-1] ^ 0xFF])
+    return frame

@@ -23,7 +23,8 @@ from hardware.devices import Devices, open_devices
 from hardware.profile import Profile, load_profile
 from recorder.recorder import EpisodeSummary
 from recorder.store import Store
-from rig.commands.autonomy import RewardWatch, add_policy_arguments, make_scheduler, open_policy
+from rig.app.autonomy import RewardWatch
+from rig.commands.autonomy import add_policy_arguments, make_scheduler, open_policy
 from rig.commands.episodes import episode_actions, replay_actions
 from rig.commands.record import Session, end_episode
 from rig.loop import ControlLoop

@@ -2,7 +2,9 @@
 
 The SDK frames and times packets; this class adds what a rig needs on top: items by name from the
 model's control table, one sync read of present current, velocity and position (126..135) that
-tells which servos did not answer, sync writes of goals, and errors that say what to do.
+tells which servos did not answer, sync writes of goals, errors that say what to do, and reply
+timeouts on a clock of the caller's choosing (the twin's servos answer from a thread that may wait
+for a CPU: their clock runs only while the chain is idle).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import errno
 import fcntl
 import logging
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,20 @@ class ServoStates:
     current: np.ndarray  # int16, the model's current unit (load in 0.1 % on an XL430)
 
 
+class _PortHandler(PortHandler):
+    """The SDK's port, timing its replies on `reply_clock` (seconds) instead of the wall clock; None
+    keeps the wall clock."""
+
+    def __init__(self, port: str, reply_clock: Callable[[], float] | None) -> None:
+        super().__init__(port)
+        self._reply_clock = reply_clock
+
+    def getCurrentTime(self) -> float:  # the SDK's name; milliseconds, what its timeouts are in
+        if self._reply_clock is None:
+            return float(super().getCurrentTime())
+        return self._reply_clock() * 1000.0
+
+
 class DynamixelBus:
     """One serial port with servos on it. Use as a context manager, or open() / close()."""
 
@@ -78,12 +94,13 @@ class DynamixelBus:
         baudrate: int = 1_000_000,
         motors: Mapping[int, str] | None = None,
         sysfs: Path = USB_SERIAL_SYSFS,
+        reply_clock: Callable[[], float] | None = None,
     ) -> None:
         self.port = port
         self.baudrate = baudrate
         self._sysfs = sysfs
         self._models: dict[int, MotorModel] = {i: model_named(m) for i, m in (motors or {}).items()}
-        self._handler = PortHandler(port)
+        self._handler = _PortHandler(port, reply_clock)
         self._packets = PacketHandler(2.0)
         self._lock_fd: int | None = None
         self.latency_warning: str | None = None

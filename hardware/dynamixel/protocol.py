@@ -104,6 +104,21 @@ def encode_status(servo_id: int, error: int, params: bytes = b"") -> bytes:
     return encode(servo_id, Instruction.STATUS, bytes([error]) + params)
 
 
+def encode_fast_status(parts: list[tuple[int, int, bytes]]) -> bytes:
+    """The one status packet (id 0xFE) that answers a FAST SYNC READ: per servo (id, error, data), in
+    order, `error, id, data, crc`, where each crc covers the packet up to there, as each servo on the
+    chain appends its part; the last is the packet's own CRC. Not byte-stuffed: dynamixel-sdk reads
+    fast replies without unstuffing."""
+    length = 1 + sum(len(data) + 4 for _, _, data in parts)
+    frame = bytearray(
+        HEADER + bytes([BROADCAST_ID]) + length.to_bytes(2, "little") + bytes([Instruction.STATUS])
+    )
+    for servo_id, error, data in parts:
+        frame += bytes([error, servo_id]) + data
+        frame += crc16(frame).to_bytes(2, "little")
+    return bytes(frame)
+
+
 @dataclass(frozen=True)
 class Packet:
     """A received packet, unstuffed. For a status packet `params` starts with the error byte."""
@@ -117,6 +132,11 @@ class Packet:
 class PacketReader:
     """Finds packets in a byte stream, resynchronising on the header after garbage.
 
+    A header whose length is implausible is skipped; so is one whose packet stops arriving, when the
+    caller says so (`abandon`, after its inter-byte timeout): the bytes after it are searched again,
+    so packets swallowed by a false header are still found. Work per byte is bounded: no input,
+    however hostile, recurses or stalls the reader.
+
     >>> reader = PacketReader()
     >>> [p.instruction for p in reader.feed(encode(1, Instruction.PING))]
     [1]
@@ -128,29 +148,41 @@ class PacketReader:
         self._buffer = bytearray()
         self._max_length = max_length
 
+    @property
+    def partial(self) -> bool:
+        """Whether the start of a packet waits for the rest."""
+        return bool(self._buffer)
+
     def feed(self, data: bytes) -> list[Packet]:
         self._buffer += data
+        return self._drain()
+
+    def abandon(self) -> list[Packet]:
+        """The rest of the partial packet will not come: drop its header and return the packets found
+        in the bytes that followed it."""
+        del self._buffer[: len(HEADER) if self._buffer.startswith(HEADER) else len(self._buffer)]
+        return self._drain()
+
+    def _drain(self) -> list[Packet]:
         packets: list[Packet] = []
-        while True:
-            packet = self._next()
-            if packet is None:
-                return packets
+        while (packet := self._next()) is not None:
             packets.append(packet)
+        return packets
 
     def _next(self) -> Packet | None:
         buf = self._buffer
-        start = buf.find(HEADER)
-        if start < 0:
-            # keep a possible partial header at the end
-            del buf[: max(0, len(buf) - 3)]
-            return None
-        del buf[:start]
-        if len(buf) < 7:
-            return None
-        length = int.from_bytes(buf[5:7], "little")
-        if length < 3 or length > self._max_length:
+        while True:
+            start = buf.find(HEADER)
+            if start < 0:
+                del buf[: max(0, len(buf) - 3)]  # keep a possible partial header at the end
+                return None
+            del buf[:start]
+            if len(buf) < 7:
+                return None
+            length = int.from_bytes(buf[5:7], "little")
+            if 3 <= length <= self._max_length:
+                break
             del buf[:1]  # not a real header: skip past it
-            return self._next()
         total = 7 + length
         if len(buf) < total:
             return None

@@ -1,11 +1,13 @@
 """A virtual Dynamixel X-series servo: its control-table memory and the rules a real one enforces.
 
 The servo knows nothing of MuJoCo: a `ServoBackend` tells it the motor's angle, speed and torque and
-takes its goal and torque state. The rules are the real servo's: EEPROM items refuse writes while
-torque is on, read-only items refuse all writes, values outside an item's range are refused, goal
-position is clamped to the position limits in position mode, homing offset and drive mode (reverse)
-apply to what the servo reports, a hardware error turns torque off and raises the alert bit until
-a reboot.
+takes its goal and torque state. The rules are the real servo's (ROBOTIS e-manual, X-series, Protocol
+2.0): EEPROM items refuse writes while torque is on (Access Error), read-only items refuse all writes
+(Access Error), a value outside an item's range is refused (Data Range Error), and so is a goal beyond
+the limit the control table sets for it (Data Limit Error: goal position outside the position limits
+in position mode, goal velocity / current / PWM beyond their limits); a refused write changes
+nothing. Homing offset and drive mode (reverse) apply to what the servo reports; a hardware error
+turns torque off and raises the alert bit until a reboot. REG_WRITE keeps a checked write for ACTION.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from hardware.dynamixel.control_table import (
 )
 from hardware.dynamixel.protocol import ALERT_BIT, StatusError
 
-POSITION_MODES = (OperatingMode.POSITION, OperatingMode.CURRENT_BASED_POSITION)
+MULTI_TURN_MODES = (OperatingMode.EXTENDED_POSITION, OperatingMode.CURRENT_BASED_POSITION)
+MULTI_TURN_GOAL = 1_048_575  # goal position range in the multi-turn modes: ±256 turns
+# Goals bounded by another item (e-manual: their range is ± that limit); beyond it: Data Limit Error.
+LIMITED_BY = {"goal_pwm": "pwm_limit", "goal_current": "current_limit", "goal_velocity": "velocity_limit"}
+
+Update = tuple[str, Item, int]
 
 
 class ServoBackend(Protocol):
@@ -70,6 +77,7 @@ class VirtualServo:
         self.memory = bytearray(model.memory_size)
         self._firmware = model.default_firmware if firmware is None else firmware
         self._boot = time.monotonic()
+        self._registered: tuple[int, bytes] | None = None  # a REG_WRITE waiting for ACTION
         self._factory_defaults(servo_id)
         self._reset_ram()
 
@@ -105,27 +113,51 @@ class VirtualServo:
 
     def write(self, address: int, data: bytes) -> StatusError:
         """Apply a WRITE as a real servo does: all items checked first, then all written."""
-        updates: list[tuple[str, Item, int]] = []
+        error, updates = self.check_write(address, data)
+        if error is StatusError.NONE:
+            for name, item, raw in updates:
+                self._apply(name, item, raw)
+        return error
+
+    def check_write(self, address: int, data: bytes) -> tuple[StatusError, list[Update]]:
+        """What a WRITE of `data` at `address` would change, or why it is refused."""
+        updates: list[Update] = []
         offset = 0
         while offset < len(data):
             found = self.model.item_at(address + offset)
             if found is None:
-                return StatusError.ACCESS
+                return StatusError.ACCESS, []
             name, item = found
             if offset + item.size > len(data):
-                return StatusError.DATA_LENGTH
+                return StatusError.DATA_LENGTH, []
             raw = int.from_bytes(data[offset : offset + item.size], "little", signed=item.signed)
             error = self._check_write(name, item, raw)
             if error is not StatusError.NONE:
-                return error
+                return error, []
             updates.append((name, item, raw))
             offset += item.size
-        for name, item, raw in updates:
-            self._apply(name, item, raw)
-        return StatusError.NONE
+        return StatusError.NONE, updates
+
+    def register(self, address: int, data: bytes) -> StatusError:
+        """REG_WRITE: check the write now, keep it for ACTION (Registered Instruction reads 1)."""
+        error, _ = self.check_write(address, data)
+        if error is StatusError.NONE:
+            self._registered = (address, bytes(data))
+            self.set("registered_instruction", 1)
+        return error
+
+    def action(self) -> StatusError:
+        """ACTION: run the registered write (checked again: the state may have changed since);
+        Instruction Error when nothing was registered, as the e-manual says."""
+        if self._registered is None:
+            return StatusError.INSTRUCTION
+        (address, data), self._registered = self._registered, None
+        self.set("registered_instruction", 0)
+        return self.write(address, data)
 
     def reboot(self) -> None:
-        """RAM back to defaults: torque off, hardware error cleared, goal at the present position."""
+        """RAM back to defaults: torque off, hardware error cleared, goal at the present position,
+        nothing registered."""
         self._reset_ram()
 
     # ---- internals -------------------------------------------------------------------------
@@ -136,11 +168,24 @@ class VirtualServo:
             return StatusError.ACCESS
         if (item.low is not None and value < item.low) or (item.high is not None and value > item.high):
             return StatusError.DATA_RANGE
+        if name == "goal_position":
+            return self._check_goal_position(value)
+        limit = LIMITED_BY.get(name)
+        if limit is not None and limit in self.model.items and abs(value) > self.get(limit):
+            return StatusError.DATA_LIMIT
+        return StatusError.NONE
+
+    def _check_goal_position(self, value: int) -> StatusError:
+        mode = self.get("operating_mode")
+        if mode == OperatingMode.POSITION:
+            low, high = self.get("min_position_limit"), self.get("max_position_limit")
+            return StatusError.NONE if low <= value <= high else StatusError.DATA_LIMIT
+        if mode in MULTI_TURN_MODES and abs(value) > MULTI_TURN_GOAL:
+            return StatusError.DATA_RANGE
         return StatusError.NONE
 
     def _apply(self, name: str, item: Item, value: int) -> None:
         if name == "goal_position":
-            value = self._clamp_goal(value)
             self._put(item, value)
             self.backend.set_goal(self._ticks_to_motor_radians(value))
         elif name == "torque_enable":
@@ -155,11 +200,6 @@ class VirtualServo:
         self.backend.set_torque(enabled)
         if enabled:
             self.backend.set_goal(self._ticks_to_motor_radians(self.get("goal_position")))
-
-    def _clamp_goal(self, value: int) -> int:
-        if self.get("operating_mode") in POSITION_MODES:
-            return min(max(value, self.get("min_position_limit")), self.get("max_position_limit"))
-        return value
 
     def _sign(self) -> int:
         return -1 if self.get("drive_mode") & 1 else 1
@@ -225,7 +265,9 @@ class VirtualServo:
             "profile_velocity": 0,
             "present_input_voltage": 120,
             "present_temperature": 35,
+            "registered_instruction": 0,
         }
+        self._registered = None
         for name, value in ram.items():
             self.set(name, value)
         self.backend.set_torque(False)

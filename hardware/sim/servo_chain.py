@@ -4,18 +4,32 @@ dynamixel-sdk opens the pty's slave side (`port`) exactly as it opens a USB adap
 driver code under test is the real one. A thread reads instruction packets from the master side
 and writes status packets back, in id order as a real chain does.
 
+That thread answers when it gets the CPU (and the interpreter): on a loaded machine, later than a
+real servo's microseconds. `quiet_time` is the clock a driver's reply timeout should run on here: it
+advances only while the chain has nothing to do and nothing in flight, so a reply is never late
+because the machine was busy, and a servo that does not answer is still noticed.
+
+A chain survives any bytes: framing is resynchronised on the header, a packet that stops arriving
+is dropped after `INTER_BYTE_TIMEOUT_S` of silence (the bytes after its header are searched again),
+and an error while answering one packet is kept (`take_problems`, shown by `rig sim`) instead of
+ending the thread.
+
+Where the twin departs from a real X-series servo (see README, "The simulated twin"): FACTORY_RESET,
+CLEAR and FAST_BULK_READ are answered with Instruction Error, as an instruction the servo does not
+know; a FAST_SYNC_READ reply leaves out servos that do not answer (a real chain's later servos would
+wait for them); servos given the same id both answer, where a real bus would garble the replies.
+
 Fault injection for tests: `drop(id)` (the servo stops answering), `corrupt_replies(id, n)` (its
-next n status packets carry a bad CRC), and `VirtualServo.raise_hardware_error` (overload and
-friends).
+next n status packets carry a bad CRC), `delay_replies(seconds, n)` (the chain's next n replies come
+late, as when its thread waits for a CPU on a loaded machine), and
+`VirtualServo.raise_hardware_error` (overload and friends).
 """
 
 from __future__ import annotations
 
-import array
-import fcntl
+import collections
 import os
 import select
-import termios
 import threading
 import time
 import tty
@@ -28,9 +42,23 @@ from hardware.dynamixel.protocol import (
     Packet,
     PacketReader,
     StatusError,
+    encode_fast_status,
     encode_status,
 )
 from hardware.sim.servo import VirtualServo
+
+SETTLE_TIMEOUT_S = 10.0  # lock-step waits for the chain however busy the machine; only a hung chain ends it
+SETTLE_POLL_S = 0.0001  # a real sleep, so the chain's thread gets the interpreter while we wait
+# Silence after which a partial packet is dropped. A real servo resets its receiver when a packet
+# stops arriving; a driver writes each packet at once, so this only ever fires on broken input.
+INTER_BYTE_TIMEOUT_S = 0.01
+PROBLEMS_KEPT = 20
+READ_INSTRUCTIONS = (
+    Instruction.READ,
+    Instruction.SYNC_READ,
+    Instruction.FAST_SYNC_READ,
+    Instruction.BULK_READ,
+)
 
 
 class VirtualServoChain:
@@ -38,19 +66,25 @@ class VirtualServoChain:
 
     def __init__(self, name: str, servos: Iterable[VirtualServo]) -> None:
         self.name = name
-        self._servos = {servo.servo_id: servo for servo in servos}
+        self._servos = list(servos)  # looked up by the id each holds now: a WRITE may change it
         self._lock = threading.Lock()
         self._dropped: set[int] = set()
         self._corrupt: dict[int, int] = {}
+        self._delays: collections.deque[float] = collections.deque()
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)
         tty.setraw(self._master)
+        os.set_blocking(self._master, False)  # replies nobody reads are lost, never a stuck thread
         self.port = os.ttyname(self._slave)
         self._wake_r, self._wake_w = os.pipe()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._busy = False
+        self._quiet_s = 0.0  # see quiet_time
+        self._sampled: tuple[float, bool] | None = None  # (when, whether quiet) at the last sample
         self.packets_handled = 0
+        self.replies_lost = 0
+        self._problems: collections.deque[str] = collections.deque(maxlen=PROBLEMS_KEPT)
 
     # ---- life cycle ------------------------------------------------------------------------
     def start(self) -> VirtualServoChain:
@@ -76,33 +110,60 @@ class VirtualServoChain:
 
     # ---- access and faults -----------------------------------------------------------------
     def servo(self, servo_id: int) -> VirtualServo:
-        return self._servos[servo_id]
+        for servo in self._servos:
+            if servo.servo_id == servo_id:
+                return servo
+        raise KeyError(f"chain {self.name} has no servo with id {servo_id}; ids: {self.ids}")
 
     @property
     def ids(self) -> list[int]:
-        return sorted(self._servos)
+        return sorted(servo.servo_id for servo in self._servos)
+
+    def take_problems(self) -> list[str]:
+        """What went wrong while serving since the last call (the latest few), oldest first; empty for
+        a healthy chain. A chain whose thread has ended says so every time."""
+        with self._lock:
+            problems = list(self._problems)
+            self._problems.clear()
+        if self._thread is not None and not self._thread.is_alive() and not self._closed:
+            problems.append(f"chain {self.name} stopped answering: its thread ended")
+        return problems
 
     def locked(self, action: Callable[[], object]) -> object:
         """Run `action` while no packet is being answered (to change servo state consistently)."""
         with self._lock:
             return action()
 
-    def settle(self, timeout: float = 0.1) -> bool:
+    def settle(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
         """Wait until every byte written to the port so far has been handled.
 
         A lock-step twin calls this before advancing time, so a goal written without a reply (sync
         write) takes effect before the physics runs on, as it would on a real bus where the write
-        reaches the servo in microseconds. False if the chain was still busy at the timeout.
+        reaches the servo in microseconds, however long this machine takes to get there. False if
+        the chain was still busy at the timeout.
         """
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
-                idle = not self._busy and _bytes_waiting(self._master) == 0
+                idle = not self._busy and not _readable(self._master)
             if idle or self._closed:
                 return True
             if time.monotonic() > deadline:
                 return False
-            time.sleep(0)
+            time.sleep(SETTLE_POLL_S)
+
+    def quiet_time(self) -> float:
+        """Seconds during which the chain had nothing to do: no instruction waiting or being answered,
+        no reply waiting to be read. Sampled by whoever waits for a reply (as the SDK polls its
+        timeout): time between two quiet samples counts. Only the waiting driver reads the replies,
+        so while one is coming some sample finds it in flight: a late reply never runs this clock."""
+        now = time.monotonic()
+        with self._lock:
+            quiet = self._closed or not (self._busy or _readable(self._master) or _readable(self._slave))
+            if quiet and self._sampled is not None and self._sampled[1]:
+                self._quiet_s += now - self._sampled[0]
+            self._sampled = (now, quiet)
+            return self._quiet_s
 
     def drop(self, servo_id: int, dropped: bool = True) -> None:
         """Make a servo stop answering (a loose cable, a dead servo), or come back."""
@@ -113,34 +174,87 @@ class VirtualServoChain:
         with self._lock:
             self._corrupt[servo_id] = self._corrupt.get(servo_id, 0) + count
 
+    def delay_replies(self, seconds: float, count: int = 1) -> None:
+        """Hold the chain's next `count` replies back `seconds` (wall clock) each: its thread waiting
+        for a CPU, as on a loaded machine."""
+        with self._lock:
+            self._delays.extend([seconds] * count)
+
     # ---- serving ---------------------------------------------------------------------------
     def _serve(self) -> None:
         reader = PacketReader()
         while True:
-            ready, _, _ = select.select([self._master, self._wake_r], [], [])
+            timeout = INTER_BYTE_TIMEOUT_S if reader.partial else None
+            ready, _, _ = select.select([self._master, self._wake_r], [], [], timeout)
             if self._wake_r in ready:
                 return
             with self._lock:
                 self._busy = True
-            try:
-                data = os.read(self._master, 4096)
-            except OSError:
-                return
-            for packet in reader.feed(data):
-                with self._lock:
-                    reply = self._handle(packet)
-                    self.packets_handled += 1
+            if ready:
+                try:
+                    data = os.read(self._master, 4096)
+                except BlockingIOError:
+                    data = b""
+                except OSError:
+                    return
+                packets = reader.feed(data)
+            else:
+                packets = reader.abandon()  # the rest of a packet never came
+            for packet in packets:
+                reply = self._answer(packet)
                 if reply:
-                    os.write(self._master, reply)
+                    self._wait_injected_delay()
+                    self._send(reply)
             with self._lock:
                 self._busy = False
 
-    def _live(self, servo_id: int) -> VirtualServo | None:
-        servo = self._servos.get(servo_id)
-        return None if servo is None or servo_id in self._dropped else servo
+    def _send(self, reply: bytes) -> None:
+        """Put a reply on the line. When the line is full (a driver that writes and never reads), the
+        rest of it is lost, as on a bus nobody listens to."""
+        try:
+            while reply:
+                reply = reply[os.write(self._master, reply) :]
+        except BlockingIOError:
+            self.replies_lost += 1
 
-    def _status(self, servo: VirtualServo, error: StatusError = StatusError.NONE, data: bytes = b"") -> bytes:
-        frame = encode_status(servo.servo_id, int(error) | servo.error_byte, data)
+    def _answer(self, packet: Packet) -> bytes:
+        """The reply to one packet; a failure to answer it is kept as a problem, not raised, so one
+        bad packet never silences the chain."""
+        with self._lock:
+            self.packets_handled += 1
+            try:
+                return self._handle(packet)
+            except Exception as error:  # any bug here must not end the chain's thread
+                self._problems.append(
+                    f"chain {self.name}: no reply to instruction 0x{packet.instruction:02X} for id "
+                    f"{packet.servo_id}: {type(error).__name__}: {error}"
+                )
+                return b""
+
+    def _wait_injected_delay(self) -> None:
+        with self._lock:
+            delay = self._delays.popleft() if self._delays else 0.0
+        if delay:
+            time.sleep(delay)  # still busy: a lock-step twin's settle() waits for this reply too
+
+    def _live(self, servo_id: int) -> VirtualServo | None:
+        if servo_id in self._dropped:
+            return None
+        return next((servo for servo in self._servos if servo.servo_id == servo_id), None)
+
+    def _status(
+        self,
+        servo: VirtualServo,
+        error: StatusError = StatusError.NONE,
+        data: bytes = b"",
+        servo_id: int | None = None,
+    ) -> bytes:
+        stamp = servo.servo_id if servo_id is None else servo_id
+        frame = encode_status(stamp, int(error) | servo.error_byte, data)
+        return self._maybe_corrupt(servo, frame)
+
+    def _maybe_corrupt(self, servo: VirtualServo, frame: bytes) -> bytes:
+        """The frame with its last byte flipped while `corrupt_replies` has some left for the servo."""
         left = self._corrupt.get(servo.servo_id, 0)
         if left:
             self._corrupt[servo.servo_id] = left - 1
@@ -151,7 +265,7 @@ class VirtualServoChain:
         level = servo.get("status_return_level")
         if instruction == Instruction.PING:
             return True
-        if instruction in (Instruction.READ, Instruction.SYNC_READ, Instruction.BULK_READ):
+        if instruction in READ_INSTRUCTIONS:
             return level >= 1
         return level >= 2
 
@@ -169,13 +283,16 @@ class VirtualServoChain:
     def _unicast_reply(
         self, packet: Packet, servo: VirtualServo, error: StatusError, data: bytes = b""
     ) -> bytes:
+        """The status packet for a unicast instruction, stamped with the id it was sent to (a WRITE
+        that changes the id is still answered from the id the driver waits for)."""
         if packet.servo_id == BROADCAST_ID or not self._replies_allowed(servo, packet.instruction):
             return b""
-        return self._status(servo, error, data)
+        return self._status(servo, error, data, servo_id=packet.servo_id)
 
     def _targets(self, servo_id: int) -> list[VirtualServo]:
         if servo_id == BROADCAST_ID:
-            return [s for i, s in sorted(self._servos.items()) if i not in self._dropped]
+            live = [s for s in self._servos if s.servo_id not in self._dropped]
+            return sorted(live, key=lambda servo: servo.servo_id)
         servo = self._live(servo_id)
         return [servo] if servo is not None else []
 
@@ -198,14 +315,26 @@ class VirtualServoChain:
         return self._unicast_reply(packet, servo, error, data)
 
     def _write(self, packet: Packet) -> bytes:
+        return self._write_each(packet, VirtualServo.write)
+
+    def _reg_write(self, packet: Packet) -> bytes:
+        return self._write_each(packet, VirtualServo.register)
+
+    def _write_each(self, packet: Packet, apply: Callable[[VirtualServo, int, bytes], StatusError]) -> bytes:
+        """A WRITE-shaped instruction (address, then data) applied by each servo it is for."""
         replies = []
         for servo in self._targets(packet.servo_id):
             if len(packet.params) < 3:
                 replies.append(self._unicast_reply(packet, servo, StatusError.DATA_LENGTH))
                 continue
             address = int.from_bytes(packet.params[0:2], "little")
-            error = servo.write(address, packet.params[2:])
-            replies.append(self._unicast_reply(packet, servo, error))
+            replies.append(self._unicast_reply(packet, servo, apply(servo, address, packet.params[2:])))
+        return b"".join(replies)
+
+    def _action(self, packet: Packet) -> bytes:
+        replies = []
+        for servo in self._targets(packet.servo_id):
+            replies.append(self._unicast_reply(packet, servo, servo.action()))
         return b"".join(replies)
 
     def _reboot(self, packet: Packet) -> bytes:
@@ -227,6 +356,26 @@ class VirtualServoChain:
                 error, data = servo.read(address, length)
                 replies.append(self._status(servo, error, data))
         return b"".join(replies)
+
+    def _fast_sync_read(self, packet: Packet) -> bytes:
+        """One status packet for all the listed servos that answer (see encode_fast_status)."""
+        if packet.servo_id != BROADCAST_ID or len(packet.params) < 5:
+            return b""
+        address = int.from_bytes(packet.params[0:2], "little")
+        length = int.from_bytes(packet.params[2:4], "little")
+        parts, answering = [], []
+        for servo_id in packet.params[4:]:
+            servo = self._live(servo_id)
+            if servo is not None and self._replies_allowed(servo, packet.instruction):
+                error, data = servo.read(address, length)
+                parts.append((servo.servo_id, int(error) | servo.error_byte, data.ljust(length, b"\0")))
+                answering.append(servo)
+        if not parts:
+            return b""
+        frame = encode_fast_status(parts)
+        for servo in answering:  # a corrupted part spoils the whole packet's CRC
+            frame = self._maybe_corrupt(servo, frame)
+        return frame
 
     def _sync_write(self, packet: Packet) -> bytes:
         if packet.servo_id != BROADCAST_ID or len(packet.params) < 4:
@@ -272,15 +421,20 @@ class VirtualServoChain:
         Instruction.PING: _ping,
         Instruction.READ: _read,
         Instruction.WRITE: _write,
+        Instruction.REG_WRITE: _reg_write,
+        Instruction.ACTION: _action,
         Instruction.REBOOT: _reboot,
         Instruction.SYNC_READ: _sync_read,
+        Instruction.FAST_SYNC_READ: _fast_sync_read,
         Instruction.SYNC_WRITE: _sync_write,
         Instruction.BULK_READ: _bulk_read,
         Instruction.BULK_WRITE: _bulk_write,
     }
 
 
-def _bytes_waiting(fd: int) -> int:
-    count = array.array("i", [0])
-    fcntl.ioctl(fd, termios.FIONREAD, count)
-    return count[0]
+def _readable(fd: int) -> bool:
+    """Whether bytes written to the pty's other side wait to be read. Unlike FIONREAD, poll makes the
+    kernel hand over bytes still in flight between the sides first (the pty's flip buffer, pushed by
+    a kernel worker that a loaded machine may delay), so a write just made is never missed."""
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)

@@ -125,6 +125,10 @@ class Twin:
     def camera_devices(self) -> list:
         return [camera.device for camera in self.cameras.values()]
 
+    def take_problems(self) -> list[str]:
+        """What went wrong in the servo chains since the last call, for `rig sim` to say."""
+        return [problem for chain in self.chains.values() for problem in chain.take_problems()]
+
     # ---- the operator's side ---------------------------------------------------------------
     def set_leader_pose(self, arm: str, radians: Sequence[float]) -> None:
         """Move a leader arm by hand: motor angles (rad) per joint, in the profile's joint order."""

@@ -1,6 +1,7 @@
 """`rig demo`: the appliance's whole job on the twin in one command — record, train, evaluate.
 
-The scripted operator records N episodes through the leader arms into a fresh store, `rig train`
+The scripted operator records N successful episodes through the leader arms into a fresh store (a
+failed or flagged one is discarded and recorded again, `rig record --successful-only`), `rig train`
 trains a small π0 on them, and `rig eval` lets the policy drive seeded scenes. Each stage is the
 ordinary command, run as a child process (so each owns the store and the devices in turn, and its
 own progress shows as it would on its own); a summary ends the run.
@@ -19,7 +20,7 @@ INSTRUCTIONS = {"transfer_cube": "transfer the cube", "insertion": "insert the p
 
 def add_demo_parser(commands: argparse._SubParsersAction, default_profile: str, data_dir: Path) -> None:
     demo = commands.add_parser("demo", help="record → train → autonomous on the twin, in one command")
-    demo.add_argument("--episodes", type=int, default=4, help="scripted demonstrations to record")
+    demo.add_argument("--episodes", type=int, default=4, help="successful scripted demonstrations to record")
     demo.add_argument("--steps", type=int, default=200, help="training steps")
     demo.add_argument("--task", choices=tuple(INSTRUCTIONS), default="transfer_cube")
     demo.add_argument("--config", default="pi0-small", help="π0 size (pi0-tiny for a quick look)")
@@ -37,7 +38,7 @@ def run_demo(args: argparse.Namespace) -> int:
     instruction = INSTRUCTIONS[args.task]
     stages = {
         "record": ["record", "--store", store, "--profile", args.profile, "--task", instruction,
-                   "--scene", args.task, "--episodes", args.episodes, "--countdown", 1],
+                   "--scene", args.task, "--episodes", args.episodes, "--countdown", 1, "--successful-only"],
         "train": ["train", "--store", store, "--config", args.config, "--steps", args.steps,
                   "--batch-size", args.batch_size, "--out", run, "--log-every", max(1, args.steps // 20)],
         "eval": ["eval", "--checkpoint", run, "--episodes", args.eval_episodes, "--task", args.task,

@@ -25,7 +25,19 @@ def list_episodes(store_dir: Path, out: TextIO) -> int:
 
     store = Store(store_dir, create=False, lock=False)
     table = Table(title=f"episodes in {store.root}")
-    columns = ("id", "task", "steps", "seconds", "status", "outcome", "tags", "cameras", "dropped", "MB")
+    columns = (
+        "id",
+        "task",
+        "steps",
+        "seconds",
+        "status",
+        "outcome",
+        "tags",
+        "flags",
+        "cameras",
+        "dropped",
+        "MB",
+    )
     for column in columns:
         table.add_column(column)
     for episode in store.catalogue.episodes():
@@ -39,6 +51,7 @@ def list_episodes(store_dir: Path, out: TextIO) -> int:
             episode.status,
             episode.outcome or "-",
             _labels(episode, store.catalogue.segments(episode.id)),
+            _flags(episode),
             cameras,
             str(dropped),
             f"{store.episode_size(episode.id) / 1e6:.1f}",
@@ -53,6 +66,13 @@ def _labels(episode: EpisodeRecord, segments: list[SegmentRecord]) -> str:
     parts = [", ".join(episode.tags)] if episode.tags else []
     parts += [f"{interventions} interv."] if interventions else []
     return "; ".join(parts) or "-"
+
+
+def _flags(episode: EpisodeRecord) -> str:
+    """The quality flags (training leaves flagged episodes out); `?` for an episode never judged."""
+    if episode.flags is None:
+        return "?"
+    return ", ".join(episode.flags) or "-"
 
 
 def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO) -> int:
@@ -71,6 +91,12 @@ def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO
         + (f", twin reward {episode.twin_reward}/4" if episode.twin_reward is not None else ""),
         file=out,
     )
+    if len(steps) != episode.steps:
+        print(
+            f"  warning: {len(steps)} steps on disk, the catalogue says {episode.steps} were recorded: "
+            "the step file was damaged after recording",
+            file=out,
+        )
     for stream in store.catalogue.streams(episode_id):
         print(
             f"  {stream.camera}: {stream.width}x{stream.height} @ {stream.fps:g} fps {stream.codec}, "
@@ -79,6 +105,10 @@ def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO
         )
     if episode.tags:
         print(f"  tags: {', '.join(episode.tags)}", file=out)
+    if episode.flags:
+        print("  flagged (training leaves it out unless `rig train --include-flagged`):", file=out)
+        for flag, why in episode.flags.items():
+            print(f"    {flag}: {why}", file=out)
     segments = store.catalogue.segments(episode_id)
     for segment in segments:
         seconds = segment.steps / episode.rate_hz
@@ -115,12 +145,12 @@ def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO
 
 def mark_episode(store_dir: Path, episode_id: int, outcome: str | None, note: str | None, out: TextIO) -> int:
     """The operator's verdict and notes, after the fact."""
-    store = Store(store_dir, create=False)
-    store.catalogue.episode(episode_id)  # KeyError for an unknown id, before anything changes
-    if outcome is not None:
-        store.catalogue.set_outcome(episode_id, outcome)
-    if note is not None:
-        store.catalogue.set_notes(episode_id, note)
+    with Store(store_dir, create=False) as store:
+        store.catalogue.episode(episode_id)  # KeyError for an unknown id, before anything changes
+        if outcome is not None:
+            store.catalogue.set_outcome(episode_id, outcome)
+        if note is not None:
+            store.catalogue.set_notes(episode_id, note)
     print(
         f"episode {episode_id}: outcome {outcome or 'unchanged'}, notes {'set' if note else 'unchanged'}",
         file=out,
@@ -131,20 +161,28 @@ def mark_episode(store_dir: Path, episode_id: int, outcome: str | None, note: st
 def delete_episode(
     store_dir: Path, episode_id: int, yes: bool, out: TextIO, answers: TextIO = sys.stdin
 ) -> int:
-    store = Store(store_dir, create=False)
-    episode = store.catalogue.episode(episode_id)
-    if not yes:
-        print(
-            f"delete episode {episode_id} ({episode.task!r}, {episode.steps} steps)? [y/N] ",
-            end="",
-            file=out,
-            flush=True,
-        )
-        if answers.readline().strip().lower() not in ("y", "yes"):
-            print("kept", file=out)
-            return 1
-    store.delete_episode(episode_id)
+    with Store(store_dir, create=False) as store:
+        episode = store.catalogue.episode(episode_id)
+        if not yes:
+            print(
+                f"delete episode {episode_id} ({episode.task!r}, {episode.steps} steps)? [y/N] ",
+                end="",
+                file=out,
+                flush=True,
+            )
+            if answers.readline().strip().lower() not in ("y", "yes"):
+                print("kept", file=out)
+                return 1
+        store.delete_episode(episode_id)
     print(f"deleted episode {episode_id}", file=out)
+    return 0
+
+
+def rebuild_catalogue(store_dir: Path, out: TextIO) -> int:
+    """A new catalogue from the episode folders (the old one is kept beside it)."""
+    from recorder.rebuild import rebuild_catalogue as rebuild
+
+    print(rebuild(store_dir).describe(), file=out)
     return 0
 
 

@@ -5,16 +5,24 @@ countdown, then recording until the episode time is up or the operator ends it. 
 on the terminal (a letter, then Enter): e end the episode now, r re-record it (discard), s / f mark
 it a success / failure, q stop after this episode. On the twin the scripted operator performs the
 episodes, and each episode's outcome is the twin's reward.
+
+A safety trip (a servo that stopped answering, the watchdog) leaves the arms holding until a mode
+is chosen: the reset period chooses teleop again, and says so, so no episode records an idle rig
+unnoticed; an episode that held anyway is flagged (recorder/quality.py). With `successful_only`
+(the twin), an episode that failed or was flagged is discarded and recorded again, a bounded number
+of times.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import queue
 import sys
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -28,12 +36,14 @@ from rig import __version__
 from rig.calibration import ArmCalibration
 from rig.loop import ControlLoop, LoopConfig
 from rig.modes import Teleop
+from rig.step import Step
 from rig.teleop import ENGAGE_S, load_calibrations
 
 BYTES_PER_PIXEL_ESTIMATE = 0.1  # H.264 of rendered or camera images, with margin; steps are negligible
 
 
 DEFAULT_EPISODE_S = 10.0  # on hardware, when no episode time is given (on the twin: the demonstration's)
+TRIP_EVENTS = ("fault:", "watchdog:", "overload:")  # the loop's events that leave the arms holding
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,28 @@ class RecordPlan:
     episode_s: float | None  # None: the twin's demonstration length, or DEFAULT_EPISODE_S
     reset_s: float
     countdown_s: float = 3.0
+    successful_only: bool = False  # on the twin: discard a failed or flagged episode, record it again
+    retries: int = 3  # per episode, with successful_only
+
+
+@dataclass
+class RecordResult:
+    """What a session kept, what it threw away and why, and why it stopped early if it did."""
+
+    kept: list[EpisodeSummary] = field(default_factory=list)
+    discarded: list[str] = field(default_factory=list)  # the reason for each discarded episode
+    gave_up: str | None = None
+
+    def describe(self, root: Path) -> str:
+        successes = sum(s.outcome == "success" for s in self.kept)
+        parts = [f"recorded {len(self.kept)} episode(s) into {root}; {successes} marked successful"]
+        if flagged := sum(bool(s.flags) for s in self.kept):
+            parts.append(f"{flagged} flagged (training leaves them out; see rig episodes)")
+        if self.discarded:
+            reasons = collections.Counter(self.discarded)
+            counts = ", ".join(f"{n} {why}" for why, n in reasons.items())
+            parts.append(f"{len(self.discarded)} discarded ({counts})")
+        return "; ".join(parts)
 
 
 def with_scene(profile: Profile, scene: Task | None, twin_required: bool = False) -> Profile:
@@ -96,6 +128,8 @@ class Session:
         self.devices = devices
         self.profile = devices.profile
         self.loop = ControlLoop(devices, calibrations, LoopConfig())
+        self.last_trip: str | None = None  # the latest event that left the arms holding
+        self.loop.subscribe(self._note_trip)
         session_id = store.catalogue.start_session(
             profile=self.profile.name,
             profile_snapshot=Path(self.profile.source).read_text() if self.profile.source else "",
@@ -110,6 +144,25 @@ class Session:
             from rig.operator import ScriptedOperator
 
             self.operator = ScriptedOperator(devices.twin)
+
+    def _note_trip(self, step: Step) -> None:
+        for event in step.events:
+            if event.startswith(TRIP_EVENTS):
+                self.last_trip = event
+
+    def engage_teleop(self) -> str | None:
+        """Teleop again (with the engage ramp) when the loop has left it: a safety trip holds the arms
+        until a mode is chosen. Says what was done, or None when teleop was on (or the e-stop is)."""
+        loop = self.loop
+        mode = loop.mode.name
+        if mode == "teleop" or loop.estopped:
+            return None
+        loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
+        why = f" after {self.last_trip}" if self.last_trip else ""
+        self.last_trip = None
+        faults = loop.faults
+        waiting = f"; they hold until {', '.join(faults)} answers again" if faults else ""
+        return f"teleop engaged again ({ENGAGE_S:g} s ramp): the arms were {mode}{why}{waiting}"
 
     def wait(self, seconds: float, keys: Keys | None = None) -> str | None:
         """Let `seconds` pass on the rig clock; returns an end command typed meanwhile (e, r, q)."""
@@ -157,6 +210,9 @@ def run_record(
         print(line, file=out, flush=True)
 
     profile = with_scene(load_profile(profile_name), scene)
+    if plan.successful_only and profile.twin is None:
+        print("rig record: --successful-only needs the twin: its reward judges each episode", file=sys.stderr)
+        return 1
     store = Store(store_dir)
     for episode_id in store.recovered:
         say(f"episode {episode_id} was interrupted by a crash; what was written is kept, marked interrupted")
@@ -166,43 +222,86 @@ def run_record(
         print(f"rig record: {error}", file=sys.stderr)
         return 1
     keys = Keys(sys.stdin)
-    summaries: list[EpisodeSummary] = []
     with open_devices(profile) as devices:
         session = Session(devices, store, load_calibrations(devices, calibration_dir))
-        loop = session.loop
-        loop.start()
-        loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
-        session.wait(ENGAGE_S)
-        say("commands: e end the episode, r re-record it, s/f mark success/failure, q stop (then Enter)")
+        session.loop.start()
         try:
-            while len(summaries) < plan.episodes:
-                episode_s = plan.episode_s or DEFAULT_EPISODE_S
-                if session.operator is not None:
-                    demonstration_s = session.demonstrate(start_in=plan.reset_s + plan.countdown_s)
-                    episode_s = plan.episode_s or demonstration_s
-                say(f"reset the scene: {plan.reset_s:.0f} s")
-                session.wait(plan.reset_s)
-                say(f"episode {len(summaries) + 1}/{plan.episodes} starts in {plan.countdown_s:g} s")
-                session.wait(plan.countdown_s)
-                session.recorder.begin(plan.task)
-                say(f"recording {episode_s:.0f} s: {plan.task}")
-                command = session.wait(episode_s, keys)
-                if command == "r":
-                    session.recorder.discard()
-                    say("discarded; recording this episode again")
-                    continue
-                summaries.append(_finish(session, command))
-                say(summaries[-1].describe())
-                if command == "q" or session.recorder.error:
-                    break
+            result = record_episodes(session, plan, say, keys)
         finally:
-            loop.stop()
+            session.loop.stop()
     if session.recorder.error:
         print(f"rig record: {session.recorder.error}", file=sys.stderr)
         return 1
-    successes = sum(s.outcome == "success" for s in summaries)
-    say(f"recorded {len(summaries)} episode(s) into {store.root}; {successes} marked successful")
+    say(result.describe(store.root))
+    if result.gave_up:
+        print(f"rig record: {result.gave_up}", file=sys.stderr)
+        return 1
     return 0
+
+
+def record_episodes(
+    session: Session, plan: RecordPlan, say: Callable[[str], None], keys: Keys | None = None
+) -> RecordResult:
+    """The episodes of `plan`, on a started loop: teleop, then per episode reset, countdown, recording."""
+    loop = session.loop
+    loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
+    session.wait(ENGAGE_S)
+    say("commands: e end the episode, r re-record it, s/f mark success/failure, q stop (then Enter)")
+    result = RecordResult()
+    retried = 0  # times the episode being recorded was discarded (successful_only)
+    while len(result.kept) < plan.episodes:
+        number = len(result.kept) + 1
+        if engaged := session.engage_teleop():
+            say(engaged)
+        episode_s = plan.episode_s or DEFAULT_EPISODE_S
+        if session.operator is not None:
+            demonstration_s = session.demonstrate(start_in=plan.reset_s + plan.countdown_s)
+            episode_s = plan.episode_s or demonstration_s
+        say(f"reset the scene: {plan.reset_s:.0f} s")
+        session.wait(plan.reset_s)
+        say(f"episode {number}/{plan.episodes} starts in {plan.countdown_s:g} s")
+        session.wait(plan.countdown_s)
+        session.recorder.begin(plan.task)
+        say(f"recording {episode_s:.0f} s: {plan.task}")
+        command = session.wait(episode_s, keys)
+        if command == "r":
+            session.recorder.discard()
+            say("discarded; recording this episode again")
+            continue
+        summary = _finish(session, command)
+        say(summary.describe())
+        stop = command == "q" or session.recorder.error is not None
+        rejected = _rejection(summary) if plan.successful_only else None
+        if rejected is None:
+            result.kept.append(summary)
+            retried = 0
+        else:
+            session.recorder.store.delete_episode(summary.episode_id)
+            result.discarded.append(rejected)
+            if retried == plan.retries:
+                result.gave_up = (
+                    f"episode {number}/{plan.episodes} was no successful demonstration in {retried + 1} "
+                    f"tries (the last: {rejected}); stopped with {len(result.kept)} kept"
+                )
+                break
+            retried += 1
+            if not stop:
+                say(
+                    f"discarded episode {summary.episode_id} ({rejected}); recording episode {number} again, "
+                    f"with a new placement (retry {retried} of {plan.retries})"
+                )
+        if stop:
+            break
+    return result
+
+
+def _rejection(summary: EpisodeSummary) -> str | None:
+    """Why an episode is no successful demonstration, or None when it is one."""
+    if summary.flags:
+        return "flagged " + ", ".join(summary.flags)
+    if summary.outcome != "success":
+        return summary.outcome or "outcome unknown"
+    return None
 
 
 def _finish(session: Session, command: str | None) -> EpisodeSummary:

@@ -15,12 +15,8 @@ from pathlib import Path
 from hardware.devices import open_devices
 from hardware.profile import load_profile
 from recorder.store import Store
-from rig.commands.autonomy import (
-    AutonomySession,
-    add_policy_arguments,
-    make_scheduler,
-    open_policy_or_explain,
-)
+from rig.app.autonomy import AutonomySession
+from rig.commands.autonomy import add_policy_arguments, make_scheduler, open_policy_or_explain
 from rig.commands.record import Keys
 from rig.modes import Autonomous
 from rig.teleop import ENGAGE_S, load_calibrations

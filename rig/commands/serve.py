@@ -19,6 +19,11 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when there is one")
     serve.add_argument("--tokenizer", type=Path, default=None, help="paligemma_tokenizer.model (for pi0)")
     serve.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the denoising step (CUDA graphs on a GPU) at start-up, before serving: faster chunks",
+    )
+    serve.add_argument(
         "--allow-insecure", action="store_true", help="serve beyond loopback without keys (trusted networks)"
     )
     serve.set_defaults(run=run_serve)
@@ -29,12 +34,21 @@ def run_serve(args: argparse.Namespace) -> int:
 
     from policy.checkpoint import CheckpointError
     from policy.infer import LocalPolicy
-    from policy.server import DEFAULT_BIND, InsecureBindError, PolicyServer, check_bind
+    from policy.server import (
+        DEFAULT_BIND,
+        InsecureBindError,
+        PolicyServer,
+        check_bind,
+        return_freed_memory_to_the_os,
+    )
 
     bind = args.bind or DEFAULT_BIND
+    return_freed_memory_to_the_os()  # a burst of large requests must not stay resident
     try:
         check_bind(bind, args.keys, args.allow_insecure)  # before the minutes a large model takes to load
-        policy = LocalPolicy.from_checkpoint(args.checkpoint, args.device, args.tokenizer)
+        policy = LocalPolicy.from_checkpoint(
+            args.checkpoint, args.device, args.tokenizer, compile=args.compile
+        )
         server = PolicyServer(policy, bind, args.keys, args.allow_insecure)
     except InsecureBindError as error:
         print(f"rig serve: {error}", file=sys.stderr)
