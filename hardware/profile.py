@@ -89,6 +89,46 @@ class CameraSettings:
 
 
 @dataclass(frozen=True)
+class RobotSpec:
+    """What the arms are, beyond their servos: each arm's joints in order (gripper last), their ranges
+    (rad; the gripper's as the normalized opening), where the followers rest, how hard the follower
+    gripper may squeeze. The defaults are ALOHA's ViperX/WidowX arms, as in their URDF and the
+    twin's MJCF; hardware/profiles/aloha.toml states them too."""
+
+    joint_ranges: Mapping[str, tuple[float, float]] = field(
+        default_factory=lambda: types.MappingProxyType(
+            {
+                "waist": (-3.14158, 3.14158),
+                "shoulder": (-1.85005, 1.25664),
+                "elbow": (-1.76278, 1.6057),
+                "forearm_roll": (-3.14158, 3.14158),
+                "wrist_angle": (-1.8675, 2.23402),
+                "wrist_rotate": (-3.14158, 3.14158),
+                "gripper": (0.0, 1.0),
+            }
+        )
+    )
+    rest_pose: tuple[float, ...] = (0.0, -1.80, 1.55, 0.0, 0.6, 0.0, 0.0)  # folded down, gripper closed
+    gripper_current_limit: int = 300  # raw units: the follower gripper squeezes, it does not crush
+
+    @property
+    def joints(self) -> tuple[str, ...]:
+        """An arm's joint names in the order of its values in a state vector."""
+        return tuple(self.joint_ranges)
+
+    def __post_init__(self) -> None:
+        if len(self.rest_pose) != len(self.joint_ranges):
+            raise ValueError(
+                f"rest_pose has {len(self.rest_pose)} values for {len(self.joint_ranges)} joints"
+            )
+        if list(self.joint_ranges)[-1:] != ["gripper"]:
+            raise ValueError("joint_ranges must list the gripper last")
+        for joint, (lower, upper) in self.joint_ranges.items():
+            if not lower < upper:
+                raise ValueError(f"joint_ranges.{joint}: lower {lower} is not below upper {upper}")
+
+
+@dataclass(frozen=True)
 class TwinSpec:
     """Settings of the simulated twin; present only in twin profiles."""
 
@@ -103,6 +143,7 @@ class Profile:
     arms: Mapping[str, ArmSpec]
     cameras: Mapping[str, CameraSettings]
     rate_hz: float = 50.0
+    robot: RobotSpec = field(default_factory=RobotSpec)
     twin: TwinSpec | None = None
     description: str = ""
     source: str = field(default="", compare=False)
@@ -233,6 +274,14 @@ def _build(kind: Any, value: Any, path: str) -> Any:
         if value not in choices:
             raise ProfileError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
         return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ProfileError(f"{where}: expected an array, got {value!r}")
+        items = typing.get_args(kind)
+        kinds = [items[0]] * len(value) if items[-1:] == (Ellipsis,) else list(items)
+        if len(kinds) != len(value):
+            raise ProfileError(f"{where}: expected {len(kinds)} values, got {len(value)}")
+        return tuple(_build(k, v, f"{where}[{i}]") for i, (k, v) in enumerate(zip(kinds, value, strict=True)))
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(kind) if a is not type(None)]
         if value is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 
 import torch
@@ -33,6 +34,19 @@ class Pi0Inputs:
     def select(self, index: slice | torch.Tensor) -> Pi0Inputs:
         """A sub-batch (e.g. one DDP rank's share)."""
         return Pi0Inputs(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    def without_trailing_padding(self) -> Pi0Inputs:
+        """The inputs with the prompt's padding columns that no sample uses cut off. Exact: padding is
+        masked out of attention and comes after every real token, so no position changes; but a short
+        prompt padded to `max_token_len` no longer costs the language model those tokens (a 19-token
+        prompt in 32 slots beside 64 image tokens: 13 % of the prefix)."""
+        used = self.token_masks.any(dim=0).nonzero()
+        width = int(used.max()) + 1 if used.numel() else 1
+        if width == self.tokens.shape[1]:
+            return self
+        return dataclasses.replace(
+            self, tokens=self.tokens[:, :width], token_masks=self.token_masks[:, :width]
+        )
 
 
 @dataclass(frozen=True, eq=False)

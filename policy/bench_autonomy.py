@@ -36,8 +36,7 @@ from policy.scheduler import (
 from recorder.bench import rendered_like_frames
 from recorder.recorder import CameraFormat, EpisodeRecorder
 from recorder.store import Store
-from rig.modes import Observation
-from rig.step import STATE_DIM, CameraSample, Step
+from rig.step import STATE_DIM, CameraSample, Observation, Step
 
 RATE_HZ = 50.0
 TASK = "transfer the cube"

@@ -157,7 +157,7 @@ def collate(samples: Sequence[Mapping[str, torch.Tensor]]) -> TrainingBatch:
     action_dim_mask = torch.arange(stacked["actions"].shape[-1]) < STATE_DIM
     inputs = Pi0Inputs(
         stacked["images"], stacked["image_masks"], stacked["tokens"], stacked["token_masks"], stacked["state"]
-    )
+    ).without_trailing_padding()
     return TrainingBatch(inputs, stacked["actions"], stacked["action_is_pad"], action_dim_mask)
 
 

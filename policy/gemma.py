@@ -7,6 +7,13 @@ concatenated and go through one softmax. Each group keeps its own norms, project
 Keys and values of a forward pass can be kept (`keep_cache`) and handed to a later pass (`cache`):
 the prefix never attends to the suffix, so at inference its keys/values are computed once and only
 the suffix is recomputed at each denoising step.
+
+Axis names in the shape comments and signatures (as openpi writes them):
+    b  batch               s  tokens of one group (prefix or suffix), n  a pass's tokens (its groups')
+                           S  all tokens attended to (the cached ones, then the pass's n)
+    d  a group's width     h  query heads, k  key/value heads (grouped-query attention), e  head width
+    f  the MLP's hidden width
+e.g. a group's hidden states are (b, s, d); queries (b, h, s, e); cached keys (b, k, S, e).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.zeros(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., d) -> (..., d)."""
         x32 = x.float()
         normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + RMS_EPS)
         return (normed * (1.0 + self.weight.float())).to(x.dtype)
@@ -57,6 +65,7 @@ class GemmaMlp(nn.Module):
         self.down_proj = nn.Linear(config.mlp_dim, config.width, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, s, d) -> (b, s, d), through (b, s, f)."""
         return self.down_proj(F.gelu(self.gate_proj(x), approximate="tanh") * self.up_proj(x))
 
 
@@ -73,7 +82,7 @@ class GemmaLayer(nn.Module):
         self.mlp = GemmaMlp(config)
 
     def attention_inputs(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries (b, n, heads, d), keys and values (b, n, kv_heads, d) of this group's tokens."""
+        """Queries (b, s, h, e), keys and values (b, s, k, e) of this group's hidden states h (b, s, d)."""
         batch, config, attention = h.shape[0], self.config, self.self_attn
         x = self.input_layernorm(h)
         return (
@@ -83,7 +92,8 @@ class GemmaLayer(nn.Module):
         )
 
     def finish(self, h: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        """Output projection and residual, then the MLP and its residual."""
+        """Output projection and residual, then the MLP and its residual: h (b, s, d) and the group's
+        attention output (b, s, h·e) -> (b, s, d)."""
         h = h + self.self_attn.o_proj(attended)
         return h + self.mlp(self.post_attention_layernorm(h))
 
@@ -104,7 +114,7 @@ class Gemma(nn.Module):
         return layer
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token embeddings scaled by √width, as Gemma does."""
+        """Token embeddings scaled by √width, as Gemma does: (b, s) ids -> (b, s, d)."""
         if self.embed_tokens is None:
             raise ValueError("this decoder has no token embeddings")
         return self.embed_tokens(tokens) * (self.config.width**0.5)
@@ -112,7 +122,7 @@ class Gemma(nn.Module):
 
 @dataclass(frozen=True, eq=False)
 class KVCache:
-    """Per layer, the rotated keys and the values: (b, kv_heads, tokens, head_dim)."""
+    """Per layer, the rotated keys and the values: (b, k, S, e)."""
 
     keys: tuple[torch.Tensor, ...]
     values: tuple[torch.Tensor, ...]
@@ -130,7 +140,8 @@ class KVCache:
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding of (b, heads, n, d) at integer positions (b, n), computed in fp32."""
+    """Rotary position embedding of (b, h, n, e) (or k heads) at integer positions (b, n), computed in
+    fp32."""
     half = x.shape[-1] // 2
     exponents = torch.arange(half, device=x.device, dtype=torch.float32) * (2.0 / x.shape[-1])
     radians = positions.float()[:, None, :, None] / (ROPE_MAX_WAVELENGTH**exponents)
@@ -149,10 +160,10 @@ def mixture_forward(
 ) -> tuple[list[torch.Tensor | None], KVCache | None]:
     """Run token groups (one per expert; None = no tokens this pass) through the shared layers.
 
-    mask: (b, n, cache + n) bool, True where a query may attend a key; the keys are the cached
-    ones followed by this pass's tokens in group order. positions: (b, n) RoPE positions of this
-    pass's tokens. Returns each group's final-normed output and, with keep_cache, the keys/values of
-    every token seen (cached ones included).
+    hidden: each group's (b, s, d) (the groups' s add up to n). mask: (b, n, S) bool, True where a
+    query may attend a key; the keys are the cached ones followed by this pass's tokens in group
+    order. positions: (b, n) RoPE positions of this pass's tokens. Returns each group's final-normed
+    output (b, s, d) and, with keep_cache, the keys/values of every token seen (cached ones included).
     """
     active = [(expert, h) for expert, h in zip(experts, hidden, strict=True) if h is not None]
     sizes = [h.shape[1] for _, h in active]
@@ -193,7 +204,8 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
     SDPA's fused CUDA kernels that take a mask (memory-efficient, cuDNN) do not take `enable_gqa`, so a
     masked GQA call runs the unfused math kernel. Each KV head's group of query heads is folded into
     its query length instead: one ordinary attention per KV head, exactly the same values, on a fused
-    kernel. q: (b, heads, n, d); k, v: (b, kv_heads, m, d); mask: (b, n, m) bool, True = may attend.
+    kernel. q: (b, h, n, e); k, v: (b, k, S, e); mask: (b, n, S) bool, True = may attend. Returns
+    (b, h, n, e).
     """
     batch, heads, queries, dim = q.shape
     group = heads // k.shape[1]

@@ -10,6 +10,11 @@ Flow matching in openpi's convention: t = 1 is pure noise, t = 0 the data. Train
 t ~ Beta(1.5, 1)·0.999 + 0.001, x_t = t·ε + (1 − t)·a, and regresses the velocity ε − a.
 Sampling starts from noise at t = 1 and takes N Euler steps of size −1/N with the prefix's keys and
 values computed once (`prefix_cache`) and only the suffix recomputed per step (`denoise_step`).
+
+Axis names in the shape comments (policy/gemma.py names the attention's): b batch, c cameras,
+i × i pixels (image_size), p prefix tokens (every camera's patches, then the prompt's), l prompt tokens,
+H action horizon (the suffix has 1 + H tokens), a action_dim, d the language model's width,
+x the action expert's.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ class PrefixCache:
     """What the suffix needs from the prefix: its keys/values per layer and which tokens are real."""
 
     kv: KVCache
-    pad_mask: torch.Tensor  # (b, prefix) bool
+    pad_mask: torch.Tensor  # (b, p) bool
 
     def repeat(self, times: int) -> PrefixCache:
         """Each sample's cache `times` times in a row (several noise draws against one prefix)."""
@@ -91,7 +96,8 @@ class Pi0(nn.Module):
 
     # -- embedding ---------------------------------------------------------------------------
     def embed_prefix(self, inputs: Pi0Inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Image patch tokens of every camera, then the prompt: (tokens, pad mask, block starts)."""
+        """Image patch tokens of every camera, then the prompt: tokens (b, p, d), pad mask (b, p) and
+        block starts (b, p), from images (b, c, 3, i, i) and prompt tokens (b, l)."""
         batch, cameras = inputs.images.shape[:2]
         patches = self.projector(self.vision(inputs.images.flatten(0, 1)))
         per_camera = patches.shape[1]
@@ -105,7 +111,9 @@ class Pi0(nn.Module):
     def embed_suffix(
         self, state: torch.Tensor, noisy_actions: torch.Tensor, time: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The state token, then one token per action mixed with the flow time's embedding."""
+        """The state token, then one token per action mixed with the flow time's embedding: tokens
+        (b, 1 + H, x), pad mask and block starts (b, 1 + H), from state (b, a), noisy actions (b, H, a)
+        and flow times (b,)."""
         batch, horizon, _ = noisy_actions.shape
         state_token = self.state_proj(state)[:, None]
         actions = self.action_in_proj(noisy_actions)
@@ -121,7 +129,8 @@ class Pi0(nn.Module):
 
     # -- the velocity field ------------------------------------------------------------------
     def velocity(self, inputs: Pi0Inputs, noisy_actions: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
-        """v(x_t, t) from one joint pass over prefix and suffix (training; the reference for the cache)."""
+        """v(x_t, t) (b, H, a) from one joint pass over prefix and suffix (training; the reference for
+        the cache); noisy actions (b, H, a), times (b,)."""
         prefix, prefix_pad, prefix_blocks = self.embed_prefix(inputs)
         suffix, suffix_pad, suffix_blocks = self.embed_suffix(inputs.state, noisy_actions, time)
         pad_mask = torch.cat([prefix_pad, suffix_pad], dim=1)
@@ -145,7 +154,8 @@ class Pi0(nn.Module):
     def denoise_step(
         self, cache: PrefixCache, state: torch.Tensor, noisy_actions: torch.Tensor, time: torch.Tensor
     ) -> torch.Tensor:
-        """v(x_t, t) for the suffix only, attending to the cached prefix."""
+        """v(x_t, t) (b, H, a) for the suffix only, attending to the cached prefix; state (b, a), noisy
+        actions (b, H, a), times (b,)."""
         suffix, suffix_pad, blocks = self.embed_suffix(state, noisy_actions, time)
         batch, length = suffix_pad.shape
         to_prefix = cache.pad_mask[:, None, :].expand(batch, length, -1)
@@ -156,6 +166,7 @@ class Pi0(nn.Module):
         return self._actions_out(out)
 
     def _actions_out(self, suffix_out: torch.Tensor) -> torch.Tensor:
+        """The action tokens' outputs (b, 1 + H, x) → velocities (b, H, a), in fp32."""
         horizon = self.config.action_horizon
         return self.action_out_proj(suffix_out[:, -horizon:]).float()
 
@@ -163,13 +174,14 @@ class Pi0(nn.Module):
     def forward(
         self, inputs: Pi0Inputs, actions: torch.Tensor, noise: torch.Tensor, time: torch.Tensor
     ) -> torch.Tensor:
-        """The training loss's elements; `forward`, so DDP/FSDP wrappers see the pass."""
+        """The training loss's elements (b·k, H, a); `forward`, so DDP/FSDP wrappers see the pass."""
         return self.flow_matching_loss(inputs, actions, noise, time)
 
     def flow_matching_loss(
         self, inputs: Pi0Inputs, actions: torch.Tensor, noise: torch.Tensor, time: torch.Tensor
     ) -> torch.Tensor:
-        """Squared error of the predicted velocity, (b·k, horizon, action_dim); the caller masks and means.
+        """Squared error of the predicted velocity, (b·k, H, a); the caller masks and means. actions
+        (b, H, a); noise (b·k, H, a); time (b·k,).
 
         `noise` and `time` may hold k draws per sample (b·k rows, each sample's draws together): the
         prefix — vision and language, most of a step — then runs once and only the action expert runs
@@ -195,7 +207,7 @@ class Pi0(nn.Module):
     def sample_actions(
         self, inputs: Pi0Inputs, noise: torch.Tensor | None = None, num_steps: int | None = None
     ) -> torch.Tensor:
-        """A chunk (b, horizon, action_dim) by Euler integration from noise (t = 1) to data (t = 0)."""
+        """A chunk (b, H, a) by Euler integration from noise (t = 1) to data (t = 0)."""
         steps = num_steps or self.config.num_steps
         x = noise if noise is not None else self.noise(inputs.batch_size, inputs.state.device)
         cache = self.prefix_cache(inputs)

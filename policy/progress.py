@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import math
 import sys
+import threading
 import time
 import typing
 from collections.abc import Iterator
@@ -24,36 +25,76 @@ SUCCESS_PLOT = "success.png"
 
 @dataclass
 class Progress:
-    """One line redrawn in place on a terminal, or a line per report elsewhere (CI logs, files)."""
+    """A progress bar (steps, rate, loss, elapsed, ETA) that moves at least every `redraw_s`, even
+    while one step takes longer: on a terminal one line redrawn in place by a thread of its own,
+    elsewhere (a log, the app reading `rig train`'s output) a line per `redraw_s` that saw a step."""
 
     total: int
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     width: int = 24
+    redraw_s: float = 1.0
+    step: int = 0
+    loss: float = math.nan
     _started: float = field(default_factory=time.monotonic)
-    _first_step: int | None = None
+    _first: tuple[int, float] | None = None  # (step, time) of the first step: rates count from it
+    _drawn_at: float = 0.0
+    _drawn_step: int = -1
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._tty = self.stream.isatty()
+        if self._tty:
+            threading.Thread(target=self._redraw, daemon=True, name="progress").start()
+
+    def advance(self, step: int) -> None:
+        """Every step: cheap (no device sync); draws when `redraw_s` has passed."""
+        now = time.monotonic()
+        if self._first is None:  # the first step includes start-up (loading, compiling)
+            self._first = (step, now)
+        self.step = step
+        if not self._tty and now - self._drawn_at >= self.redraw_s:
+            self._draw(now)
 
     def update(self, step: int, loss: float, step_s: float, samples_per_s: float) -> None:
-        if self._first_step is None:  # the first report includes start-up; rates count from it
-            self._first_step, self._started = step, time.monotonic()
-        done = step / max(self.total, 1)
-        filled = int(done * self.width)
+        """A logged step's loss (rates come from the steps counted by `advance`)."""
+        self.loss = loss
+        self.advance(step)
+
+    def line(self, now: float) -> str:
+        filled = int(self.step / max(self.total, 1) * self.width)
         bar = "█" * filled + " " * (self.width - filled)
-        elapsed = time.monotonic() - self._started
-        rate = (step - self._first_step) / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - step) / rate if rate > 0 else math.inf
-        line = (
-            f"step {step}/{self.total} ▕{bar}▏ loss {loss:.4f} | {step_s:.2f} s/step | "
-            f"{samples_per_s:.1f} samples/s | eta {_duration(eta)}"
+        rate = math.nan
+        if self._first is not None and now > self._first[1] and self.step > self._first[0]:
+            rate = (self.step - self._first[0]) / (now - self._first[1])
+        eta = (self.total - self.step) / rate if rate > 0 else math.inf
+        speed = f"{rate:.2f} steps/s" if rate >= 0.1 else "- steps/s"
+        if 0 < rate < 0.1:
+            speed = f"{1 / rate:.1f} s/step"
+        return (
+            f"step {self.step}/{self.total} ▕{bar}▏ {speed} | loss {self.loss:.4f} | "
+            f"elapsed {_duration(now - self._started)} | eta {_duration(eta)}"
         )
-        if self.stream.isatty():
-            self.stream.write("\r" + line + "\x1b[K")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
+
+    def _draw(self, now: float) -> None:
+        with self._lock:
+            if not self._tty and self.step == self._drawn_step:
+                return
+            self._drawn_at, self._drawn_step = now, self.step
+            text = self.line(now)
+            self.stream.write("\r" + text + "\x1b[K" if self._tty else text + "\n")
+            self.stream.flush()
+
+    def _redraw(self) -> None:
+        while not self._stop.wait(self.redraw_s):
+            self._draw(time.monotonic())
 
     def close(self) -> None:
-        if self.stream.isatty():
+        self._stop.set()
+        self._draw(time.monotonic())
+        if self._tty:
             self.stream.write("\n")
+            self.stream.flush()
 
 
 def _duration(seconds: float) -> str:

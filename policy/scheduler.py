@@ -32,8 +32,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, get_args
 import numpy as np
 
 from policy.interface import Guidance, Policy, PolicyObservation
-from rig.modes import Observation
-from rig.step import STATE_DIM
+from rig.step import STATE_DIM, Observation
 
 Strategy = Literal["rtc", "sync", "naive", "ensemble"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)

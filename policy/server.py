@@ -39,7 +39,6 @@ from policy.interface import Guidance, Policy, PolicyObservation
 from policy.keys import KeyPaths, ensure_keys
 from policy.validate import check_request
 from policy.wire import PROTOCOL, WireError, chunk_actions, decode, encode, read_infer_request
-from rig import __version__
 
 __all__ = [
     "DEFAULT_BIND",
@@ -268,7 +267,7 @@ class PolicyServer:
             return {"kind": "pong"}
         if kind == "info":
             server = {
-                "version": __version__,
+                "version": _installed_version(),
                 "protocol": PROTOCOL,
                 "max_message_bytes": self.limits.max_message_bytes,
             }
@@ -360,3 +359,13 @@ def _split(frames: list[zmq.Frame]) -> tuple[Envelope, list[zmq.Frame]]:
     if len(frames) > 1 and len(frames[1].buffer) == 0:
         return [frames[0].bytes, b""], frames[2:]
     return [frames[0].bytes], frames[1:]
+
+
+def _installed_version() -> str:
+    """The rig package's version, from its installed metadata: the policy layer imports no `rig`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rig")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"

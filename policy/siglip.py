@@ -3,6 +3,9 @@
 Every camera image becomes (image_size / patch_size)² tokens. The patch and position embeddings run
 in fp32 even under bf16 autocast, as openpi keeps them: they see raw pixels and small errors there
 reach every token.
+
+Axis names in the shape comments: n images (the batch's samples times their cameras), t patch
+tokens, d width, f the MLP's hidden width, H × W pixels.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class VisionEmbeddings(nn.Module):
             self.position_embedding.weight.copy_(sincos_positions(side, config.width))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(n, 3, h, w) in [-1, 1] → (n, tokens, width), in fp32."""
+        """(n, 3, H, W) in [-1, 1] → (n, t, d), in fp32."""
         with torch.autocast(pixels.device.type, enabled=False):
             weight = self.patch_embedding.weight
             patches = F.conv2d(
@@ -64,6 +67,7 @@ class VisionAttention(nn.Module):
         self.out_proj = nn.Linear(config.width, config.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, t, d) → (n, t, d): every patch attends to every patch of its image."""
         n, tokens, width = x.shape
 
         def heads(t: torch.Tensor) -> torch.Tensor:
@@ -82,6 +86,7 @@ class VisionMlp(nn.Module):
         self.fc2 = nn.Linear(config.mlp_dim, config.width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, t, d) → (n, t, d), through (n, t, f)."""
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
@@ -94,6 +99,7 @@ class VisionLayer(nn.Module):
         self.mlp = VisionMlp(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, t, d) → (n, t, d)."""
         x = x + self.self_attn(self.layer_norm1(x))
         return x + self.mlp(self.layer_norm2(x))
 
@@ -112,7 +118,7 @@ class SiglipVision(nn.Module):
         self.post_layernorm = nn.LayerNorm(config.width, eps=LAYER_NORM_EPS)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(n, 3, h, w) in [-1, 1] → (n, tokens, width)."""
+        """(n, 3, H, W) in [-1, 1] → (n, t, d)."""
         x = self.embeddings(pixels)
         for layer in self.encoder.layers:
             x = layer(x)

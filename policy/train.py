@@ -66,8 +66,7 @@ from policy.progress import LossLog, Progress, plot_loss
 from policy.tokenizer import make_tokenizer
 from policy.transform import DEFAULT_VIEWS, CameraView, DataConfig
 from policy.weights import load_pi0_weights
-from recorder.catalogue import Catalogue
-from recorder.reader import CATALOGUE_FILE
+from recorder.store import CATALOGUE, catalogue_of
 
 RUN_FILE = "run.json"
 COMPILE_FROM = 1000  # steps: compiling costs about a minute on a 2-core CPU and saves ~20 % a step
@@ -394,6 +393,8 @@ def _train(
                     ema.update(model)
                 step += 1
                 window_steps += 1
+                if progress is not None:
+                    progress.advance(step)
                 if budget is not None and step % 10 == 0:
                     total = agree_steps(budget.steps_for(step, settings.steps), ranks)
                     schedule = dataclasses.replace(schedule, total=total, warmup=min(warmup, total // 10))
@@ -419,12 +420,12 @@ def _train(
                 if agree(stop_requested(), ranks):
                     break
                 if step % settings.save_every == 0 and step < schedule.total:
-                    checkpoint = _save(wrapped, model, optimizer, names, ema, setup, settings, step, ranks)
+                    checkpoint = _save(wrapped, optimizer, ema, setup, settings, step, ranks)
                     if on_checkpoint is not None:
                         on_checkpoint(checkpoint, step)
                     if ranks.world_size > 1:
                         dist.barrier()  # the other ranks wait for the main rank's hook
-            checkpoint = _save(wrapped, model, optimizer, names, ema, setup, settings, step, ranks)
+            checkpoint = _save(wrapped, optimizer, ema, setup, settings, step, ranks)
             interrupted = step < schedule.total
             if on_checkpoint is not None and not interrupted:
                 on_checkpoint(checkpoint, step)
@@ -499,23 +500,43 @@ def _fresh_setup(settings: TrainSettings, main: bool) -> _Setup:
 
 
 def _resume_setup(settings: TrainSettings) -> _Setup:
-    run = settings.out or _latest_run(settings.store)
+    run, checkpoint = _run_to_resume(settings.store, settings.out)
+    meta = read_meta(checkpoint)
+    return _Setup(run, meta.config, meta.normalizer, meta.data, meta.step, checkpoint, meta.tasks)
+
+
+def _run_to_resume(store: Path, out: Path | None) -> tuple[Path, Path]:
+    """The run folder to continue (`out`, else the store's newest) and its newest checkpoint."""
+    run = out or _latest_run(store)
     checkpoint = latest_checkpoint(run)
     if checkpoint is None:
         raise TrainingError(
             f"nothing to resume in {run}: it has no complete checkpoint; train without --resume"
         )
-    meta = read_meta(checkpoint)
-    return _Setup(run, meta.config, meta.normalizer, meta.data, meta.step, checkpoint, meta.tasks)
+    return run, checkpoint
+
+
+# What a run does not keep when resumed: where it is, and this machine's share of the work.
+NOT_RESUMED = frozenset({"store", "out", "resume", "device", "threads", "workers", "fsdp", "views"})
+
+
+def resume_settings(store: Path, out: Path | None = None, **given: Any) -> TrainSettings:
+    """The settings that continue a run: its own (its newest checkpoint keeps them) except those
+    `given` explicitly, so that a run started with `--steps 300` resumes to 300, not to the default."""
+    run, checkpoint = _run_to_resume(store, out)
+    fields = {f.name: f for f in dataclasses.fields(TrainSettings)}
+    kept = {
+        name: Path(value) if value is not None and "Path" in str(fields[name].type) else value
+        for name, value in read_meta(checkpoint).train.items()
+        if name in fields and name not in NOT_RESUMED
+    }
+    return TrainSettings(**{**kept, **given, "store": store, "out": run, "resume": True})
 
 
 def _task_texts(store: Path) -> tuple[str, ...]:
     """The task texts of the episodes trained on, most frequent first (the default prompt at run time)."""
-    catalogue = Catalogue(store / CATALOGUE_FILE)
-    try:
+    with catalogue_of(store) as catalogue:
         counts = collections.Counter(e.task for e in catalogue.episodes(status="complete"))
-    finally:
-        catalogue.close()
     return tuple(task for task, _ in counts.most_common())
 
 
@@ -552,9 +573,7 @@ def _initial_weights(
 
 def _save(
     wrapped: nn.Module,
-    model: Pi0,
     optimizer: torch.optim.Optimizer,
-    names: list[str],
     ema: Ema | None,
     setup: _Setup,
     settings: TrainSettings,
@@ -607,22 +626,15 @@ def _stop_on_signals() -> Iterator[Callable[[], bool]]:
 
 
 def _record_run_start(settings: TrainSettings, setup: _Setup) -> int | None:
-    path = settings.store / CATALOGUE_FILE
-    if not path.exists():
+    if not (settings.store / CATALOGUE).exists():
         return None
-    catalogue = Catalogue(path)
-    try:
+    with catalogue_of(settings.store) as catalogue:
         note = f"run {setup.run}" + (f", resumed from step {setup.start_step}" if setup.resume_from else "")
         return catalogue.start_training_run({"config": setup.config.name, "steps": settings.steps}, note)
-    finally:
-        catalogue.close()
 
 
 def _record_run_end(store: Path, run_id: int, status: str, checkpoint: Path | None) -> None:
-    catalogue = Catalogue(store / CATALOGUE_FILE)
-    try:
+    with catalogue_of(store) as catalogue:
         catalogue.finish_training_run(
             run_id, status=status, checkpoint=str(checkpoint) if checkpoint else None
         )
-    finally:
-        catalogue.close()

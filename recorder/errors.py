@@ -24,6 +24,10 @@ class StoreError(RuntimeError):
     commands print it as one line."""
 
 
+class NoStoreError(StoreError, FileNotFoundError):
+    """The store folder holds no catalogue yet (nothing recorded), or the path is no folder at all."""
+
+
 class StoreLockedError(StoreError):
     """Another process holds the store: two recorders in one store would corrupt each other."""
 

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from recorder.catalogue import TRAINING_EXCLUDES, Catalogue
+from recorder.catalogue import TRAINING_EXCLUDES
 from recorder.steps import read_steps
+from recorder.store import catalogue_of
 from recorder.video import VideoReader
-
-CATALOGUE_FILE = "catalogue.db"
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,15 +109,15 @@ class WindowReader:
     ) -> None:
         self.root = Path(root)
         self.horizon = horizon
-        catalogue = Catalogue(self.root / CATALOGUE_FILE)
-        records = catalogue.training_episodes(episodes, exclude_tags, include_flagged)
         self._meta = {}
-        for record in records:
-            names = [s.camera for s in catalogue.streams(record.id)]
-            self._meta[record.id] = (
-                record.task,
-                names if cameras is None else [c for c in names if c in cameras],
-            )
+        with catalogue_of(self.root) as catalogue:
+            records = catalogue.training_episodes(episodes, exclude_tags, include_flagged)
+            for record in records:
+                names = [s.camera for s in catalogue.streams(record.id)]
+                self._meta[record.id] = (
+                    record.task,
+                    names if cameras is None else [c for c in names if c in cameras],
+                )
         self.episode_ids = [r.id for r in records]
         self._starts = np.cumsum([0] + [r.steps for r in records])
         self._open: collections.OrderedDict[int, EpisodeData] = collections.OrderedDict()

@@ -170,6 +170,15 @@ class EpisodeRecorder:
     def recording(self) -> bool:
         return self._accepting
 
+    @property
+    def caught_up(self) -> bool:
+        """Whether no step waits in the queue and no frame for an encoder: a caller that offers steps
+        faster than the rig's rate (a test, a benchmark) waits for this rather than guess a pause,
+        since the recorder drops what it has no room for instead of blocking the loop."""
+        episode = self._episode
+        encoders = episode.encoders.values() if episode is not None else ()
+        return self._queue.empty() and all(encoder.backlog == 0 for encoder in encoders)
+
     # ---- the loop's side: never blocks ---------------------------------------------------
     def on_step(self, step: Step) -> None:
         if not self._accepting:
@@ -212,8 +221,13 @@ class EpisodeRecorder:
             for c in self.cameras
         ]
 
-    def end(self, outcome: str | None = None, twin_reward: int | None = None) -> EpisodeSummary:
-        """Stop taking steps, write out what is queued, close the files, record the episode."""
+    def end(
+        self, outcome: str | None = None, twin_reward: int | None = None, cut_short: str | None = None
+    ) -> EpisodeSummary:
+        """Stop taking steps, write out what is queued, close the files, record the episode. An
+        episode `cut_short` (the reason: ^C, say) is kept, marked interrupted, the reason in its notes."""
+        if cut_short is not None and self.error is None:
+            self.error = cut_short
         episode = self._stop_writer()
         written, dropped, failure = episode.close()
         if failure is not None and self.error is None:

@@ -36,17 +36,29 @@ import numpy as np
 
 from recorder.catalogue import Catalogue, EpisodeRecord
 from recorder.episode_file import write_episode_file
-from recorder.errors import ADVICE, StoreFullError, StoreLockedError
+from recorder.errors import ADVICE, NoStoreError, StoreFullError, StoreLockedError
 from recorder.quality import judge_episode
 from recorder.steps import RECORDS, duration_of, fsync_dir, labeled_segments, read_steps, step_dtype
 
-__all__ = ["Store", "StoreFullError", "StoreLockedError"]
+__all__ = ["Store", "StoreFullError", "StoreLockedError", "catalogue_of"]
 
 CATALOGUE = "catalogue.db"
 EPISODES = "episodes"
 LOCK = "lock"
 LOCK_WAIT_S = 2.0  # a reader holds the lock for a moment while it recovers a dead writer's episode
 LOCK_POLL_S = 0.05
+
+
+@contextlib.contextmanager
+def catalogue_of(root: Path) -> Iterator[Catalogue]:
+    """The catalogue of the store at `root`, for a quick read (or a training run's note) beside a
+    recorder: no lock, no recovery, nothing created. Reads that need recovered episodes, and every
+    change to episodes, open the `Store`; these two are the only ways to a store."""
+    catalogue = Catalogue(Path(root) / CATALOGUE)
+    try:
+        yield catalogue
+    finally:
+        catalogue.close()
 
 
 class Store:
@@ -59,9 +71,14 @@ class Store:
 
     def __init__(self, root: Path, create: bool = True, lock: bool = True) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise NoStoreError(f"{self.root} is a file, not a store folder; give --store a folder")
         if not (self.root / CATALOGUE).exists():
             if not create:
-                raise FileNotFoundError(f"{self.root}: no store here (no {CATALOGUE})")
+                raise NoStoreError(
+                    f"{self.root}: no episodes recorded here yet (no {CATALOGUE}); "
+                    "`rig record --task TEXT` records some"
+                )
             (self.root / EPISODES).mkdir(parents=True, exist_ok=True)
         self._lock_fd = _take_lock(self.root / LOCK) if lock else None
         try:

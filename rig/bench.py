@@ -20,7 +20,7 @@ from hardware.devices import open_devices
 from hardware.profile import Profile, Task
 from rig.calibration import default_calibrations
 from rig.loop import ControlLoop, LoopConfig
-from rig.modes import Teleop
+from rig.modes import RAMPS, Teleop
 
 
 def _percentiles_ms(values: Sequence[float]) -> str:
@@ -35,7 +35,7 @@ def run_loop(profile: Profile, steps: int, lockstep: bool, cameras: bool) -> str
         calibrations = default_calibrations(profile)
         loop = ControlLoop(devices, calibrations, LoopConfig(cameras=cameras, stats_window=steps + 10))
         loop.start()
-        loop.set_mode(Teleop(), ramp_s=0.5)
+        loop.set_mode(Teleop(), ramp_s=RAMPS.bench_teleop_s)
         first = loop.wait_for_step()
         wall_start = time.perf_counter()
         step = loop.wait_for_step(first.index + steps - 1, timeout=steps)
@@ -73,6 +73,7 @@ class EpisodeResult:
     success: bool
     max_reward: int
     wall_s: float
+    full_reward: int  # the twin's reward for the whole task
 
 
 def teleop_episode(profile: Profile, seed: int, task: Task | None = None) -> EpisodeResult:
@@ -91,14 +92,11 @@ def teleop_episode(profile: Profile, seed: int, task: Task | None = None) -> Epi
         operator = ScriptedOperator(devices.twin)
         loop.start()
         loop.wait_for_step()
-        loop.set_mode(Teleop(), ramp_s=0.2)
-        demonstration = operator.demonstrate(delay=0.2)
-        first = loop.wait_for_step()
-        end = first.t + 0.2 + demonstration.duration + 0.5
-        step = first
-        while step.t < end:
-            step = loop.wait_for_step(step.index, timeout=30)
-        result = EpisodeResult(seed, operator.success, operator.max_reward, time.perf_counter() - wall_start)
+        loop.set_mode(Teleop(), ramp_s=RAMPS.bench_demonstration_s)
+        demonstration = operator.demonstrate(delay=RAMPS.bench_demonstration_s)
+        loop.wait_seconds(RAMPS.bench_demonstration_s + demonstration.duration + 0.5)  # then half a second
+        wall_s, full = time.perf_counter() - wall_start, devices.twin.world.max_reward
+        result = EpisodeResult(seed, operator.success, operator.max_reward, wall_s, full)
         loop.stop(park=False)
     return result
 
@@ -109,7 +107,8 @@ def bench_teleop(profile: Profile, episodes: int, task: Task | None = None) -> s
     results = [teleop_episode(profile, seed, task) for seed in range(episodes)]
     wins = sum(r.success for r in results)
     lines = [
-        f"seed {r.seed:3d}: reward {r.max_reward}/4 {'ok' if r.success else 'FAILED'} ({r.wall_s:.1f} s)"
+        f"seed {r.seed:3d}: reward {r.max_reward}/{r.full_reward} {'ok' if r.success else 'FAILED'}"
+        f" ({r.wall_s:.1f} s)"
         for r in results
     ]
     lines.append(

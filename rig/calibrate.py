@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, TextIO
@@ -25,7 +25,6 @@ from hardware.dynamixel.control_table import CENTER_TICK
 from hardware.dynamixel.errors import DynamixelError
 from hardware.profile import ArmSpec, Profile, load_profile
 from rig.calibration import (
-    DEFAULT_LIMITS,
     ArmCalibration,
     CalibrationStore,
     JointCalibration,
@@ -274,7 +273,9 @@ class TwinHands:
         gripper = self._gripper_travel(spec)
         self._arm, self._index = arm, 0
         self._poses = (
-            zero_pose(gripper)[None] if pose == "zero" else sweep_poses(spec, gripper, self._sweep_s)
+            zero_pose(gripper)[None]
+            if pose == "zero"
+            else sweep_poses(spec, gripper, self._twin.profile.robot.joint_ranges, self._sweep_s)
         )
         self._place()
 
@@ -311,7 +312,12 @@ def zero_pose(gripper: tuple[float, float]) -> np.ndarray:
     return pose
 
 
-def sweep_poses(spec: ArmSpec, gripper: tuple[float, float], duration_s: float = SWEEP_S) -> np.ndarray:
+def sweep_poses(
+    spec: ArmSpec,
+    gripper: tuple[float, float],
+    ranges: Mapping[str, tuple[float, float]],
+    duration_s: float = SWEEP_S,
+) -> np.ndarray:
     """(n, 7) poses, one per wait(): each joint in turn from near its lower limit to near its upper,
     the others at zero, then the gripper from closed to open."""
     steps = max(2, round(duration_s / WAIT_S / len(spec.joints)))
@@ -320,7 +326,7 @@ def sweep_poses(spec: ArmSpec, gripper: tuple[float, float], duration_s: float =
         if joint == "gripper":
             start, end = gripper
         else:
-            lower, upper = DEFAULT_LIMITS[joint]
+            lower, upper = ranges[joint]
             start, end = lower + SWEEP_MARGIN_RAD, upper - SWEEP_MARGIN_RAD
         segment = np.tile(zero_pose(gripper), (steps, 1))
         segment[:, index] = np.linspace(start, end, steps)

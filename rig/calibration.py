@@ -21,24 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hardware.dynamixel.control_table import CENTER_TICK, TICKS_PER_REV, VELOCITY_UNIT_RPM
-from hardware.profile import ArmSpec, Profile
+from hardware.dynamixel.control_table import CENTER_TICK, RAD_PER_TICK, RAD_S_PER_UNIT
+from hardware.profile import ArmSpec, Profile, RobotSpec
 from rig.paths import data_dir
 from rig.step import GRIPPER, JOINTS_PER_ARM
-
-RAD_PER_TICK = 2 * math.pi / TICKS_PER_REV
-RAD_S_PER_UNIT = VELOCITY_UNIT_RPM * 2 * math.pi / 60
-
-# The ViperX/WidowX joint limits (rad), as in the arms' URDF and the twin's MJCF.
-DEFAULT_LIMITS: Mapping[str, tuple[float, float]] = {
-    "waist": (-3.14158, 3.14158),
-    "shoulder": (-1.85005, 1.25664),
-    "elbow": (-1.76278, 1.6057),
-    "forearm_roll": (-3.14158, 3.14158),
-    "wrist_angle": (-1.8675, 2.23402),
-    "wrist_rotate": (-3.14158, 3.14158),
-    "gripper": (0.0, 1.0),
-}
 
 
 @dataclass(frozen=True)
@@ -141,18 +127,20 @@ class ArmCalibration:
         )
 
 
-def default_calibration(name: str, arm: ArmSpec) -> ArmCalibration:
-    """The profile's view of an arm: servo zero is joint zero, model limits, profile gripper angles."""
+def default_calibration(name: str, arm: ArmSpec, robot: RobotSpec | None = None) -> ArmCalibration:
+    """The profile's view of an arm: servo zero is joint zero, the robot's joint ranges (the profile's
+    `[robot]`; None: ALOHA's), profile gripper angles."""
+    ranges = (robot or RobotSpec()).joint_ranges
     joints = {}
     for joint in arm.joints:
-        lower, upper = DEFAULT_LIMITS.get(joint, (-math.pi, math.pi))
+        lower, upper = ranges.get(joint, (-math.pi, math.pi))
         joints[joint] = JointCalibration(lower=lower, upper=upper)
     return ArmCalibration(name, joints, gripper_closed=arm.gripper.closed, gripper_open=arm.gripper.open)
 
 
 def default_calibrations(profile: Profile) -> dict[str, ArmCalibration]:
     """Every arm of a profile at its default calibration (no files involved)."""
-    return {name: default_calibration(name, arm) for name, arm in profile.arms.items()}
+    return {name: default_calibration(name, arm, profile.robot) for name, arm in profile.arms.items()}
 
 
 def default_calibration_dir() -> Path:
@@ -168,11 +156,11 @@ class CalibrationStore:
     def path(self, profile: str, arm: str) -> Path:
         return self.directory / profile / f"{arm}.json"
 
-    def load(self, profile: str, arm: str, spec: ArmSpec) -> ArmCalibration:
+    def load(self, profile: str, arm: str, spec: ArmSpec, robot: RobotSpec | None = None) -> ArmCalibration:
         """The stored calibration, or the profile's default when there is none."""
         path = self.path(profile, arm)
         if not path.exists():
-            return default_calibration(arm, spec)
+            return default_calibration(arm, spec, robot)
         try:
             calibration = ArmCalibration.from_json(path.read_text())
         except (ValueError, KeyError, TypeError) as exc:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -14,12 +15,21 @@ from typing import TYPE_CHECKING
 
 from hardware.profile import TASKS
 from rig import __version__
+from rig.commands.counts import non_negative_float, non_negative_int, positive_float, positive_int
+from rig.commands.parser import RigParser
+from rig.episode_time import DEFAULT_EPISODE_S, TWIN_DEMONSTRATION_S
 from rig.paths import data_dir
 
 if TYPE_CHECKING:
     from hardware.sim.twin import Twin
 
 DEFAULT_PROFILE = "aloha-sim"
+DESCRIPTION = (
+    "Record, train and run ALOHA-style robot arms, or their simulated twin. Plain `rig` opens the "
+    "terminal app; `rig record`, `rig train` and `rig run` do the same from the command line."
+)
+PROFILE_HELP = "the rig profile: aloha-sim (the simulated twin), aloha (real hardware) or a TOML file"
+CALIBRATION_HELP = "where the arms' calibrations are kept (default: the profile's folder in the data dir)"
 SIM_CHECK_S = 1.0  # how often `rig sim` looks for problems in its servo chains
 
 
@@ -28,7 +38,7 @@ def _sim(args: argparse.Namespace) -> int:
 
     from hardware.profile import load_profile
     from hardware.sim.twin import Twin
-    from rig.commands.record import with_scene
+    from rig.app.record import with_scene
 
     profile = with_scene(load_profile(args.profile), args.task, twin_required=True)
     stop = threading.Event()
@@ -133,7 +143,8 @@ def _record(args: argparse.Namespace) -> int:
         successful_only=args.successful_only,
         retries=args.retries,
     )
-    return run_record(args.profile, plan, args.store, args.calibration_dir, sys.stdout, args.scene)
+    cameras = args.cameras.split(",") if args.cameras else None
+    return run_record(args.profile, plan, args.store, args.calibration_dir, sys.stdout, args.scene, cameras)
 
 
 def _episodes(args: argparse.Namespace) -> int:
@@ -142,7 +153,10 @@ def _episodes(args: argparse.Namespace) -> int:
     if args.command == "episodes":
         return episodes.list_episodes(args.store, sys.stdout)
     if args.command == "show":
-        return episodes.show_episode(args.store, args.episode, args.png, sys.stdout)
+        shown = episodes.show_episode(args.store, args.episode, args.png, sys.stdout)
+        if shown or args.video is None:
+            return shown
+        return episodes.save_video(args.store, args.episode, args.video, args.video_out, sys.stdout)
     if args.command == "delete":
         return episodes.delete_episode(args.store, args.episode, args.yes, sys.stdout)
     if args.command == "mark":
@@ -225,28 +239,35 @@ def _bench_autonomy(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rig", description=__doc__)
+    parser = RigParser(prog="rig", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"rig {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sim = commands.add_parser("sim", help="serve the simulated twin's servo ports and cameras")
-    sim.add_argument("--profile", default=DEFAULT_PROFILE)
-    sim.add_argument("--task", choices=TASKS)
-    sim.add_argument("--seed", type=int, default=None, help="object placement seed")
+    sim.add_argument("--profile", default=DEFAULT_PROFILE, help=PROFILE_HELP)
+    sim.add_argument("--task", choices=TASKS, help="the scene (default: the profile's)")
     sim.add_argument(
-        "--duration", type=float, default=None, help="stop after this many seconds (default: run until ^C)"
+        "--seed", type=int, default=None, help="object placement seed (default: a new one each run)"
+    )
+    sim.add_argument(
+        "--duration",
+        type=positive_float,
+        default=None,
+        help="stop after this many seconds (default: run until ^C)",
     )
     sim.set_defaults(run=_sim)
 
     doctor = commands.add_parser("doctor", help="check every device the profile names")
-    doctor.add_argument("--profile", default=DEFAULT_PROFILE)
+    doctor.add_argument("--profile", default=DEFAULT_PROFILE, help=PROFILE_HELP)
     doctor.set_defaults(run=_doctor)
 
     teleop = commands.add_parser("teleop", help="headless teleoperation with a live status line")
-    teleop.add_argument("--profile", default=DEFAULT_PROFILE)
-    teleop.add_argument("--seconds", type=float, default=None, help="stop after this long on the rig clock")
-    teleop.add_argument("--task", choices=TASKS, help="the twin operator's task")
-    teleop.add_argument("--calibration-dir", type=Path, default=None)
+    teleop.add_argument("--profile", default=DEFAULT_PROFILE, help=PROFILE_HELP)
+    teleop.add_argument(
+        "--seconds", type=positive_float, help="stop after this long on the rig clock (default: at ^C)"
+    )
+    teleop.add_argument("--task", choices=TASKS, help="the twin operator's task (default: the profile's)")
+    teleop.add_argument("--calibration-dir", type=Path, default=None, help=CALIBRATION_HELP)
     teleop.add_argument(
         "--no-cameras",
         dest="cameras",
@@ -256,33 +277,33 @@ def build_parser() -> argparse.ArgumentParser:
     teleop.set_defaults(run=_teleop)
 
     calibrate = commands.add_parser("calibrate", help="find homing offsets and joint ranges per arm")
-    calibrate.add_argument("--profile", default=DEFAULT_PROFILE)
+    calibrate.add_argument("--profile", default=DEFAULT_PROFILE, help=PROFILE_HELP)
     calibrate.add_argument("--arm", action="append", help="only this arm (repeatable); default: all")
     calibrate.add_argument("--redo", action="store_true", help="calibrate again arms that have a calibration")
-    calibrate.add_argument("--calibration-dir", type=Path, default=None)
+    calibrate.add_argument("--calibration-dir", type=Path, default=None, help=CALIBRATION_HELP)
     calibrate.set_defaults(run=_calibrate)
 
     bench = commands.add_parser("bench", help="benchmarks")
     what = bench.add_subparsers(dest="what", required=True)
     bench_loop = what.add_parser("loop", help="period error, overruns and time per tick of the control loop")
-    bench_loop.add_argument("--profile", default=DEFAULT_PROFILE)
-    bench_loop.add_argument("--steps", type=int, default=3000)
+    bench_loop.add_argument("--profile", default=DEFAULT_PROFILE, help=PROFILE_HELP)
+    bench_loop.add_argument("--steps", type=positive_int, default=3000, help="control ticks to time")
     bench_loop.set_defaults(run=_bench)
     bench_teleop = what.add_parser("teleop", help="success rate of scripted teleop episodes on the twin")
-    bench_teleop.add_argument("--profile", default=DEFAULT_PROFILE)
-    bench_teleop.add_argument("--episodes", type=int, default=20)
-    bench_teleop.add_argument("--task", choices=TASKS)
+    bench_teleop.add_argument("--profile", default=DEFAULT_PROFILE, help=PROFILE_HELP)
+    bench_teleop.add_argument("--episodes", type=positive_int, default=20, help="episodes to run")
+    bench_teleop.add_argument("--task", choices=TASKS, help="the twin's task (default: the profile's)")
     bench_teleop.set_defaults(run=_bench)
     bench_record = what.add_parser("record", help="encode synthetic camera streams as recording would")
-    bench_record.add_argument("--cameras", type=int, default=3)
-    bench_record.add_argument("--width", type=int, default=640)
-    bench_record.add_argument("--height", type=int, default=480)
-    bench_record.add_argument("--fps", type=float, default=50.0)
-    bench_record.add_argument("--seconds", type=float, default=10.0)
+    bench_record.add_argument("--cameras", type=positive_int, default=3, help="camera streams")
+    bench_record.add_argument("--width", type=positive_int, default=640, help="frame width in pixels")
+    bench_record.add_argument("--height", type=positive_int, default=480, help="frame height in pixels")
+    bench_record.add_argument("--fps", type=positive_float, default=50.0, help="frames a second")
+    bench_record.add_argument("--seconds", type=positive_float, default=10.0, help="length of each stream")
     bench_record.set_defaults(run=_bench_record)
     bench_reader = what.add_parser("reader", help="random training windows per second from a store")
-    bench_reader.add_argument("--store", type=Path, default=default_store_dir())
-    bench_reader.add_argument("--windows", type=int, default=200)
+    bench_reader.add_argument("--store", type=Path, default=default_store_dir(), help="the episode store")
+    bench_reader.add_argument("--windows", type=positive_int, default=200, help="training windows to read")
     bench_reader.set_defaults(run=_bench_record)
     bench_policy = what.add_parser("policy", help="π0's size, chunk latency and training throughput")
     bench_policy.add_argument("--config", default="pi0-small", help="pi0, pi0-small or pi0-tiny")
@@ -290,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--cameras", type=int, default=None, help="image slots (default: as rig train's default views)"
     )
     for flag, default in (("--batch", 1), ("--repeats", 10)):
-        bench_policy.add_argument(flag, type=int, default=default, help=f"default {default}")
+        bench_policy.add_argument(
+            flag, type=positive_int, default=default, help=f"{flag[2:]} (default {default})"
+        )
     bench_policy.add_argument(
         "--train-batch", type=int, default=None, help="0: no training figure (default: rig train's batch)"
     )
@@ -309,8 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench_policy.set_defaults(run=_bench_policy)
     autonomy = what.add_parser("autonomy", help="chunk strategies (rtc, sync, naive, ensemble) on a π0")
     autonomy.add_argument("--checkpoint", type=Path, help="default: pi0-tiny trained 1 step, synthetic data")
-    for flag, default in (("--delay-ticks", 10), ("--ticks", 500), ("--execute", 25), ("--seed", 0)):
-        autonomy.add_argument(flag, type=int, default=default)
+    for flag, default, meaning in (
+        ("--delay-ticks", 10, "simulated inference latency in control ticks"),
+        ("--ticks", 500, "control ticks to run"),
+        ("--execute", 25, "actions executed from each chunk"),
+    ):
+        autonomy.add_argument(flag, type=positive_int, default=default, help=meaning)
+    autonomy.add_argument("--seed", type=int, default=0, help="noise and placement seed")
     autonomy.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when there is one")
     autonomy.set_defaults(run=_bench_autonomy)
 
@@ -321,35 +349,50 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     tui = with_store(commands.add_parser("tui", help="the terminal app: record, train and run (also: `rig`)"))
-    tui.add_argument("--profile", default=DEFAULT_PROFILE)
+    tui.add_argument("--profile", default=DEFAULT_PROFILE, help=PROFILE_HELP)
     tui.add_argument("--task", default="", help="prefills the task field (on the twin: its task's name)")
     tui.set_defaults(run=_tui)
 
     record = with_store(commands.add_parser("record", help="teleoperate and record episodes"))
-    record.add_argument("--profile", default=DEFAULT_PROFILE)
+    record.add_argument("--profile", default=DEFAULT_PROFILE, help=PROFILE_HELP)
     record.add_argument("--task", required=True, help="the task instruction stored with every episode")
-    record.add_argument("--episodes", type=int, default=1)
+    record.add_argument("--episodes", type=positive_int, default=1, help="episodes to record")
     record.add_argument(
         "--episode-time",
-        type=float,
+        type=positive_float,
         default=None,
-        help="seconds per episode on the rig clock (default 10; on the twin, the demonstration's length)",
+        help=f"seconds per episode on the rig clock (default: on the twin, its demonstration's length, "
+        f"{TWIN_DEMONSTRATION_S:g} s; on hardware {DEFAULT_EPISODE_S:g} s)",
     )
     record.add_argument(
-        "--reset-time", type=float, default=3.0, help="seconds to reset the scene between episodes"
+        "--reset-time",
+        type=non_negative_float,
+        default=3.0,
+        help="seconds to reset the scene between episodes",
     )
     record.add_argument(
-        "--countdown", type=float, default=3.0, help="seconds of countdown before each episode"
+        "--countdown", type=non_negative_float, default=3.0, help="seconds of countdown before each episode"
     )
-    record.add_argument("--calibration-dir", type=Path, default=None)
-    record.add_argument("--scene", choices=TASKS, default=None, help="on the twin: the task's scene")
+    record.add_argument("--calibration-dir", type=Path, default=None, help=CALIBRATION_HELP)
+    record.add_argument(
+        "--scene", choices=TASKS, default=None, help="on the twin: the task's scene (default: the profile's)"
+    )
+    record.add_argument(
+        "--cameras",
+        default=None,
+        metavar="NAME[,NAME]",
+        help="record only these cameras of the profile (default: all it enables)",
+    )
     record.add_argument(
         "--successful-only",
         action="store_true",
         help="on the twin: discard an episode that failed or was flagged and record it again",
     )
     record.add_argument(
-        "--retries", type=int, default=3, help="with --successful-only: tries per episode after the first"
+        "--retries",
+        type=non_negative_int,
+        default=3,
+        help="with --successful-only: tries per episode after the first",
     )
     record.set_defaults(run=_record)
 
@@ -364,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--png", type=Path, default=None, help="where to write the plot (default episode-ID.png)"
     )
+    show.add_argument("--video", metavar="CAMERA", help="also write this camera's video (default: none)")
+    show.add_argument(
+        "--video-out", type=Path, help="where --video writes it (default episode-ID-CAMERA.mp4)"
+    )
     show.set_defaults(run=_episodes)
     delete = with_store(commands.add_parser("delete", help="delete an episode"))
     delete.add_argument("episode", type=int)
@@ -371,21 +418,25 @@ def build_parser() -> argparse.ArgumentParser:
     delete.set_defaults(run=_episodes)
     mark = with_store(commands.add_parser("mark", help="set an episode's outcome or notes"))
     mark.add_argument("episode", type=int)
-    mark.add_argument("--outcome", choices=("success", "failure"))
-    mark.add_argument("--note", help="the operator's notes on the episode")
+    mark.add_argument("--outcome", choices=("success", "failure"), help="the verdict (default: unchanged)")
+    mark.add_argument("--note", help="the operator's notes on the episode (default: unchanged)")
     mark.set_defaults(run=_episodes)
     replay = with_store(
         commands.add_parser("replay", help="drive the followers through an episode's actions")
     )
     replay.add_argument("episode", type=int)
-    replay.add_argument("--profile", default=DEFAULT_PROFILE)
+    replay.add_argument("--profile", default=DEFAULT_PROFILE, help=PROFILE_HELP)
     replay.set_defaults(run=_episodes)
 
     export = with_store(commands.add_parser("export", help="export episodes as a LeRobot v3 dataset"))
-    export.add_argument("--format", choices=("lerobot",), default="lerobot")
+    export.add_argument("--format", choices=("lerobot",), default="lerobot", help="the dataset format")
     export.add_argument("out", type=Path)
-    export.add_argument("--episode", type=int, action="append", help="only this episode (repeatable)")
-    export.add_argument("--include-interrupted", action="store_true")
+    export.add_argument(
+        "--episode", type=int, action="append", help="only this episode (repeatable; default: all)"
+    )
+    export.add_argument(
+        "--include-interrupted", action="store_true", help="also episodes cut short by a crash or ^C"
+    )
     export.add_argument(
         "--timestamps",
         choices=("recorded", "grid"),
@@ -395,18 +446,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.set_defaults(run=_interop)
     imported = with_store(commands.add_parser("import", help="import a LeRobot v3 dataset into the store"))
-    imported.add_argument("--format", choices=("lerobot",), default="lerobot")
+    imported.add_argument("--format", choices=("lerobot",), default="lerobot", help="the dataset format")
     imported.add_argument("dataset", type=Path)
-    imported.add_argument("--task", default=None, help="task text when the dataset has none")
+    imported.add_argument("--task", default=None, help="task text when the dataset has none (default: none)")
     imported.set_defaults(run=_interop)
 
     from rig.commands.demo import add_demo_parser
     from rig.commands.eval import add_eval_parser
     from rig.commands.run import add_run_parser
+    from rig.commands.runs import add_runs_parser
     from rig.commands.serve import add_serve_parser
     from rig.commands.train import add_train_parser
 
     add_train_parser(commands, default_store_dir())
+    add_runs_parser(commands, default_store_dir())
     add_serve_parser(commands)
     add_run_parser(commands, DEFAULT_PROFILE, default_store_dir())
     add_eval_parser(commands, DEFAULT_PROFILE, default_store_dir())
@@ -419,7 +472,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv or ["tui"])
     run: Callable[[argparse.Namespace], int] = args.run
+    from hardware.dynamixel.errors import DynamixelError
     from hardware.profile import ProfileError
+    from hardware.realsense import CameraError
     from recorder.errors import NotInCatalogueError, StoreError, StoreFullError
 
     try:
@@ -430,6 +485,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StoreError, StoreFullError, NotInCatalogueError) as exc:  # each says what to do
         print(f"rig {args.command}: {exc}", file=sys.stderr)
         return 1
+    except (DynamixelError, CameraError) as exc:  # a device missing, busy or silent: what to check
+        profile = getattr(args, "profile", DEFAULT_PROFILE)
+        print(
+            f"rig {args.command}: {exc} (`rig doctor --profile {profile}` checks every device)",
+            file=sys.stderr,
+        )
+        return 1
+    except BrokenPipeError:  # `rig show … | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush is quiet
+        return 0
 
 
 if __name__ == "__main__":

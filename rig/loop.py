@@ -32,20 +32,19 @@ from hardware.dynamixel.errors import DynamixelError
 from hardware.profile import ArmSpec
 from hardware.realsense import CameraError, CameraSpec, RealSenseCamera
 from rig.calibration import ArmCalibration
-from rig.modes import Hold, Mode, MoveTo, Observation
+from rig.modes import RAMPS, Hold, Mode, MoveTo, Ramp
 from rig.safety import Safety, SafetyConfig
-from rig.step import GRIPPER, JOINTS_PER_ARM, SIDES, STATE_DIM, CameraSample, Step, arm_slice
+from rig.step import GRIPPER, JOINTS_PER_ARM, SIDES, STATE_DIM, CameraSample, Observation, Step, arm_slice
 
-# ALOHA's rest pose per arm: folded down, gripper closed; the arms move there on stop.
-REST_POSE = (0.0, -1.80, 1.55, 0.0, 0.6, 0.0, 0.0)
+STEP_TIMEOUT_S = 30.0  # wall seconds one step may take while waiting on the rig clock (the twin, loaded)
 
 
 @dataclass(frozen=True)
 class LoopConfig:
+    """How the loop runs; what the robot is (its rest pose, the gripper's current) is in the profile."""
+
     safety: SafetyConfig = field(default_factory=SafetyConfig)
-    gripper_current_limit: int = 300  # raw units: the follower gripper squeezes, it does not crush (ALOHA)
-    rest_pose: tuple[float, ...] = REST_POSE
-    rest_s: float = 2.0  # how long the move to the rest pose takes on stop
+    rest_s: float = RAMPS.rest_s  # how long the move to the rest pose takes on stop
     retry_s: float = 1.0  # how often a failed bus is tried again
     cameras: bool = True
     stats_window: int = 20_000  # ticks of timing kept for benchmarks
@@ -155,7 +154,7 @@ class ControlLoop:
         self._lock = threading.Lock()
         self._pending: tuple[Mode, float] | None = None
         self._mode: Mode = Hold()
-        self._blend: tuple[np.ndarray, int, int] | None = None  # (origin, tick, ticks)
+        self._blend: Ramp | None = None  # from the old mode's goal to the new one's
         self._silent_ticks = 0
         self._estop: bool | None = None  # None: released; else whether torque goes off
         self._command = np.zeros(STATE_DIM)
@@ -180,7 +179,7 @@ class ControlLoop:
     def set_mode(self, mode: Mode, ramp_s: float | None = None) -> None:
         """Switch at the next tick boundary, blending to the new mode's goal over `ramp_s` seconds."""
         with self._lock:
-            self._pending = (mode, self.config.safety.engage_s if ramp_s is None else ramp_s)
+            self._pending = (mode, RAMPS.default_s if ramp_s is None else ramp_s)
 
     @property
     def mode(self) -> Mode:
@@ -226,6 +225,16 @@ class ControlLoop:
             raise TimeoutError(f"no step after {after} within {timeout} s")
         return self._latest
 
+    def wait_seconds(self, seconds: float, until: Callable[[Step], bool] | None = None) -> Step:
+        """Let `seconds` pass on the rig clock (simulated time on the twin), or less once `until(step)`
+        is true; the last step seen. Each step may take up to STEP_TIMEOUT_S of wall time (a loaded
+        machine renders the twin slowly) before this gives up with TimeoutError."""
+        step = self.wait_for_step()
+        end = step.t + seconds
+        while step.t < end and not (until is not None and until(step)):
+            step = self.wait_for_step(step.index, timeout=STEP_TIMEOUT_S)
+        return step
+
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -264,7 +273,7 @@ class ControlLoop:
         gripper_id = list(arm.spec.joints.values())[GRIPPER].id
         arm.bus.set_operating_mode([gripper_id], OperatingMode.CURRENT_BASED_POSITION)
         if "current_limit" in arm.bus.model(gripper_id).items:
-            arm.bus.write(gripper_id, "current_limit", self.config.gripper_current_limit)
+            arm.bus.write(gripper_id, "current_limit", self.devices.profile.robot.gripper_current_limit)
         arm.write(arm.position)
         arm.bus.set_torque(arm.ids, True)
         arm.torque = True
@@ -274,7 +283,8 @@ class ControlLoop:
         if self._thread is None:
             return
         if park and self.running and self._estop is None:
-            self.set_mode(_Park(np.tile(self.config.rest_pose, len(SIDES)), self.config.rest_s), ramp_s=0.0)
+            rest = np.tile(self.devices.profile.robot.rest_pose, len(SIDES))
+            self.set_mode(_Park(rest, self.config.rest_s), ramp_s=0.0)
         else:
             self._stop.set()
         self._thread.join(timeout)
@@ -395,7 +405,7 @@ class ControlLoop:
             period_error_s=lateness,
             overruns=self.stats.overruns,
             events=tuple(events),
-            policy_action=getattr(self._mode, "proposal", None),  # autonomous: the policy's own action
+            policy_action=self._mode.proposal,  # autonomous: the policy's own action
         )
 
     def _read(self, arm: _Arm, index: int, events: list[str]) -> None:
@@ -466,7 +476,7 @@ class ControlLoop:
         self._parking = self._parking or isinstance(mode, _Park)
         self._silent_ticks = 0
         ticks = round(ramp_s / self.dt)
-        self._blend = (origin.copy(), 0, ticks) if ticks > 0 else None
+        self._blend = Ramp(origin, ticks) if ticks > 0 else None
 
     def _goal(self, obs: Observation, events: list[str]) -> np.ndarray:
         if self._estop is not None:
@@ -476,9 +486,7 @@ class ControlLoop:
             return obs.command
         try:
             action = self._mode.action(obs)
-            take_events = getattr(self._mode, "take_events", None)  # modes with news (interventions)
-            if take_events is not None:
-                events.extend(take_events())
+            events.extend(self._mode.take_events())
         except Exception as error:
             events.append(f"watchdog: mode {self._mode.name} failed ({error!r}); holding")
             self._switch(Hold(), 0.0, obs.command)
@@ -495,10 +503,9 @@ class ControlLoop:
         self._silent_ticks = 0
         action = np.asarray(action, dtype=np.float64)
         if self._blend is not None:
-            origin, tick, ticks = self._blend
-            alpha = (tick + 1) / ticks
-            action = origin + alpha * (action - origin)
-            self._blend = (origin, tick + 1, ticks) if tick + 1 < ticks else None
+            action = self._blend.toward(action)
+            if self._blend.done:
+                self._blend = None
         return action
 
 

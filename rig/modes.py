@@ -5,41 +5,78 @@ one assignment at a tick boundary, and the loop blends from the old goal to the 
 arms never jump. A mode that returns None delivered nothing this tick: the loop holds and its
 watchdog counts.
 
-Autonomous mode is handed an *action source* (anything with `next_action(observation)`), so this
-module, like the loop, never imports the model.
+Autonomous mode is handed an *action source* (rig.step.ActionSource), so this module, like the
+loop, never imports the model. Every blend between goals is a `Ramp`; how long each engage ramp
+takes is in `RAMPS`.
 """
 
 from __future__ import annotations
 
 import queue
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from rig.step import SIDES, CameraSample, arm_slice
+from rig.step import SIDES, ActionSource, Observation, Reporting, arm_slice
+
+__all__ = ["RAMPS", "ActionSource", "Autonomous", "Hold", "Mode", "MoveTo", "Observation", "Ramp", "Teleop"]
 
 
-@dataclass(frozen=True, eq=False)
-class Observation:
-    """What a mode sees at a tick (14-vectors, see rig.step)."""
+@dataclass(frozen=True)
+class EngageRamps:
+    """How long (seconds on the rig clock) the followers blend from their goal to a new mode's, so the
+    arms never jump: every engage ramp of the rig, in one place."""
 
-    index: int
-    t: float
-    qpos: np.ndarray
-    qvel: np.ndarray
-    effort: np.ndarray
-    leader: np.ndarray | None
-    command: np.ndarray  # the goal sent at the previous tick
-    cameras: Mapping[str, CameraSample] = field(default_factory=lambda: MappingProxyType({}))
+    teleop_s: float = 2.0  # to the leaders' pose before copying them: the leaders may be far away
+    autonomy_s: float = 0.5  # into a policy's actions from teleop (`rig run`, the terminal app)
+    eval_autonomy_s: float = 0.2  # `rig eval`: the policy starts from the demonstrations' start pose
+    intervention_s: float = 0.5  # between the policy's goal and a leader's, both ways
+    default_s: float = 1.0  # a switch that names no ramp
+    replay_move_s: float = 2.0  # a replay's way to the episode's first action
+    rest_s: float = 2.0  # the move to the rest pose on stop
+    demonstration_start_s: float = 2.0  # on the twin, the terminal app: the way to a demonstration's start
+    eval_reset_s: float = 2.0  # `rig eval`: the followers' way back to the start pose between episodes
+    bench_teleop_s: float = 0.5  # `rig bench loop`: into teleop before the ticks are timed
+    bench_demonstration_s: float = 0.2  # `rig bench teleop`: into teleop, and the demonstration's delay
 
 
-class Mode(Protocol):
+RAMPS = EngageRamps()
+
+
+def blend(origin: np.ndarray, target: np.ndarray, fraction: float) -> np.ndarray:
+    """The point `fraction` (0..1) of the way from `origin` to `target`, in joint space."""
+    return origin + fraction * (np.asarray(target) - origin)
+
+
+class Ramp:
+    """A straight line from `origin` to a target that may move, over `ticks` calls, then the target
+    itself: the loop's blend between modes and autonomous mode's between policy and leader."""
+
+    def __init__(self, origin: np.ndarray, ticks: int) -> None:
+        self.origin, self.ticks, self.tick = origin.copy(), max(1, ticks), 0
+
+    @property
+    def done(self) -> bool:
+        return self.tick >= self.ticks
+
+    def toward(self, target: np.ndarray) -> np.ndarray:
+        self.tick = min(self.tick + 1, self.ticks)
+        return blend(self.origin, target, self.tick / self.ticks)
+
+
+class Mode(Reporting, Protocol):
+    """What the loop asks each tick: a goal, then what happened (`take_events`) and, for autonomous
+    mode, what the policy proposed (`proposal`) while the operator may hold an arm."""
+
     @property
     def name(self) -> str:
         """The label steps carry while this mode drives."""
+        ...
+
+    @property
+    def proposal(self) -> np.ndarray | None:
+        """The policy's own action (14,) this tick, or None when no policy runs."""
         ...
 
     def action(self, obs: Observation) -> np.ndarray | None:
@@ -47,13 +84,16 @@ class Mode(Protocol):
         ...
 
 
-class ActionSource(Protocol):
-    """What autonomous mode runs: a policy's action scheduler, a replay, a remote policy client."""
+class QuietMode:
+    """A mode with no policy and no news: no proposal, no events."""
 
-    def next_action(self, obs: Observation) -> np.ndarray | None: ...
+    proposal: np.ndarray | None = None
+
+    def take_events(self) -> list[str]:
+        return []
 
 
-class Hold:
+class Hold(QuietMode):
     """Idle: keep the last goal, so the arms stay where they are."""
 
     name = "idle"
@@ -62,7 +102,7 @@ class Hold:
         return obs.command
 
 
-class Teleop:
+class Teleop(QuietMode):
     """The followers copy the leaders."""
 
     name = "teleop"
@@ -71,7 +111,7 @@ class Teleop:
         return obs.leader
 
 
-class Replay:
+class Replay(QuietMode):
     """Plays recorded actions, one per tick, then holds the last."""
 
     name = "replay"
@@ -92,7 +132,7 @@ class Replay:
         return self._actions[index]
 
 
-class MoveTo:
+class MoveTo(QuietMode):
     """A straight line in joint space from wherever the goal is to `target`, over `duration` seconds
     of the rig's clock: how the rig starts from and returns to its rest pose."""
 
@@ -110,7 +150,7 @@ class MoveTo:
         t0, origin = self._start
         alpha = min(1.0, (obs.t - t0) / self._duration)
         self.finished = alpha >= 1.0
-        return origin + alpha * (self._target - origin)
+        return blend(origin, self._target, alpha)
 
 
 @dataclass(frozen=True)
@@ -118,8 +158,8 @@ class InterventionConfig:
     """When the operator takes an arm pair back from the policy (DAgger-style interventions)."""
 
     threshold_rad: float = 0.15  # leader displacement from where it rested that means a hand is on it
-    ramp_s: float = 0.5  # blend between the policy's goal and the leader's, both ways
-    rate_hz: float = 50.0
+    ramp_s: float = RAMPS.intervention_s  # blend between the policy's goal and the leader's, both ways
+    rate_hz: float | None = None  # the loop's (the profile's); None: learnt from the first two ticks
 
 
 class Autonomous:
@@ -139,9 +179,11 @@ class Autonomous:
         self.proposal: np.ndarray | None = None
         self._requests: queue.SimpleQueue[tuple[str, str | None]] = queue.SimpleQueue()
         self._rest: np.ndarray | None = None  # the leaders' pose when they were last left alone
-        self._taken: dict[str, _Blend] = {}  # side → blend from the policy's goal to the leader
-        self._returning: dict[str, _Blend] = {}  # side → blend from the leader back to the policy
+        self._taken: dict[str, Ramp] = {}  # side → blend from the policy's goal to the leader
+        self._returning: dict[str, Ramp] = {}  # side → blend from the leader back to the policy
         self._events: list[str] = []
+        self._rate_hz = self.config.rate_hz
+        self._first_t: float | None = None
 
     @property
     def name(self) -> str:
@@ -163,10 +205,10 @@ class Autonomous:
         """What happened since the last call, in words (the loop adds them to the step's events),
         the action source's news (a lost policy, a rejected chunk) included."""
         events, self._events = self._events, []
-        source_events = getattr(self.source, "take_events", None)
-        return events + (source_events() if source_events is not None else [])
+        return events + self.source.take_events()
 
     def action(self, obs: Observation) -> np.ndarray | None:
+        self._learn_rate(obs)
         proposal = self.source.next_action(obs)
         self.proposal = None if proposal is None else np.asarray(proposal, dtype=np.float64)
         self._handle_requests(obs)
@@ -214,20 +256,15 @@ class Autonomous:
         self._taken[side] = self._blend(obs.command[arm_slice(side)])
         self._events.append(f"intervention: operator took the {side} arm ({why})")
 
-    def _blend(self, origin: np.ndarray) -> _Blend:
-        return _Blend(origin.copy(), max(1, round(self.config.ramp_s * self.config.rate_hz)))
+    def _learn_rate(self, obs: Observation) -> None:
+        """The loop's rate from its clock, when not given: the ticks are evenly spaced on it."""
+        if self._rate_hz is not None:
+            return
+        if self._first_t is None or obs.t <= self._first_t:
+            self._first_t = obs.t
+            return
+        self._rate_hz = 1.0 / (obs.t - self._first_t)
 
-
-class _Blend:
-    """A straight line from `origin` to a moving target over `ticks` calls, then the target itself."""
-
-    def __init__(self, origin: np.ndarray, ticks: int) -> None:
-        self.origin, self.ticks, self.tick = origin, ticks, 0
-
-    @property
-    def done(self) -> bool:
-        return self.tick >= self.ticks
-
-    def toward(self, target: np.ndarray) -> np.ndarray:
-        self.tick = min(self.tick + 1, self.ticks)
-        return self.origin + (self.tick / self.ticks) * (np.asarray(target) - self.origin)
+    def _blend(self, origin: np.ndarray) -> Ramp:
+        rate = self._rate_hz or 1.0 / RAMPS.default_s  # a take-over at the very first tick: a short ramp
+        return Ramp(origin, round(self.config.ramp_s * rate))

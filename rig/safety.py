@@ -19,7 +19,6 @@ class SafetyConfig:
     overload_fraction: float = 0.9  # of each motor's stall current: sustained, that is an overload
     overload_s: float = 2.0  # how long above it before it trips (moves and grasps peak briefly)
     watchdog_ticks: int = 5  # ticks without an action before the mode is replaced by hold
-    engage_s: float = 1.0  # ramp from the old goal to a new mode's
     report_margin: float = 1e-3  # clamps smaller than this are not worth a report
 
 

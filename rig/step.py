@@ -1,7 +1,10 @@
-"""Plain records shared by the layers: what one control tick saw and did.
+"""The shared module: the records and contracts every layer may import.
 
-This module imports nothing of ours, so the recorder, the policy and the TUI can read a `Step`
-without pulling in drivers.
+What one control tick saw and did (`Step`), what a mode or a policy sees at a tick (`Observation`),
+and what an action source must offer autonomous mode (`ActionSource`, with its news in `Reporting`).
+This module imports nothing of ours (and `rig/__init__` only names the version), so the recorder,
+the policy and the TUI read these without pulling in drivers, the loop or each other;
+tests/test_layers.py keeps it that way.
 
 Joint vectors are 14 long: the left arm's six joint angles (rad) and its gripper opening
 (normalized, 0 closed .. 1 open), then the same for the right arm — the layout ALOHA datasets and
@@ -13,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Protocol
 
 import numpy as np
 
@@ -58,3 +62,32 @@ def arm_slice(side: str) -> slice:
     """Where an arm's seven values sit in a 14-vector."""
     start = SIDES.index(side) * JOINTS_PER_ARM
     return slice(start, start + JOINTS_PER_ARM)
+
+
+@dataclass(frozen=True, eq=False)
+class Observation:
+    """What a mode (and through autonomous mode, a policy's scheduler) sees at a tick (14-vectors)."""
+
+    index: int
+    t: float
+    qpos: np.ndarray
+    qvel: np.ndarray
+    effort: np.ndarray
+    leader: np.ndarray | None
+    command: np.ndarray  # the goal sent at the previous tick
+    cameras: Mapping[str, CameraSample] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class Reporting(Protocol):
+    """Something the loop asks, after each action, for what happened since: a lost policy, a rejected
+    chunk, an operator's take-over, in words (they become the step's `events`)."""
+
+    def take_events(self) -> list[str]: ...
+
+
+class ActionSource(Reporting, Protocol):
+    """What autonomous mode runs: a policy's action scheduler, a replay, a remote policy client."""
+
+    def next_action(self, obs: Observation) -> np.ndarray | None:
+        """The followers' goal (14,) for this tick, or None when nothing is ready."""
+        ...

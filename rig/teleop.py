@@ -21,17 +21,15 @@ from hardware.devices import Devices, open_devices
 from hardware.profile import Task, load_profile
 from rig.calibration import ArmCalibration, CalibrationStore, default_calibration_dir
 from rig.loop import ControlLoop, LoopConfig
-from rig.modes import Teleop
+from rig.modes import RAMPS, Teleop
 from rig.step import Step
-
-ENGAGE_S = 2.0  # how long the followers take to reach the leaders before copying them
 
 
 def load_calibrations(devices: Devices, directory: Path | None = None) -> dict[str, ArmCalibration]:
     """Each arm's stored calibration, or its profile default where none was made."""
     store = CalibrationStore(directory or default_calibration_dir())
     profile = devices.profile
-    return {name: store.load(profile.name, name, arm) for name, arm in profile.arms.items()}
+    return {name: store.load(profile.name, name, arm, profile.robot) for name, arm in profile.arms.items()}
 
 
 @dataclass
@@ -88,12 +86,12 @@ def run_teleop(
         first = loop.wait_for_step()
         if seconds is not None:
             end[0] = first.t + seconds
-        loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
+        loop.set_mode(Teleop(), ramp_s=RAMPS.teleop_s)
         if devices.twin is not None:
             from rig.operator import ScriptedOperator
 
             operator = ScriptedOperator(devices.twin)
-            operator.demonstrate(delay=ENGAGE_S)
+            operator.demonstrate(delay=RAMPS.teleop_s)
         try:
             while not stop.wait(0.2) and loop.running:
                 pass
@@ -106,5 +104,9 @@ def run_teleop(
             print(f"rig teleop: the loop stopped: {loop.error}", file=sys.stderr)
             return 1
         if operator is not None:
-            print(f"scripted operator: reward {operator.max_reward}/4, success {operator.success}", file=out)
+            best = devices.twin.world.max_reward if devices.twin is not None else "?"
+            print(
+                f"scripted operator: reward {operator.max_reward}/{best}, success {operator.success}",
+                file=out,
+            )
     return 0

@@ -82,6 +82,17 @@ else
 fi
 pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 
+pip_install() {  # pip, quiet, with a line every 20 s so that a long download does not look like a hang
+    "${pip[@]}" "$@" &
+    local pid=$! waited=0
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        waited=$((waited + 1))
+        if ((waited % 20 == 0)); then say "" "... still installing ($waited s)"; fi
+    done
+    wait "$pid"
+}
+
 # -- torch ----------------------------------------------------------------------------------------
 driver_major() {  # the NVIDIA driver's major version, or nothing without a working nvidia-smi
     command -v nvidia-smi >/dev/null || return 0
@@ -105,10 +116,10 @@ if [ -n "$installed_torch" ]; then
     say torch "keeping $installed_torch$note"
 elif [ -n "${TORCH_INDEX_URL:-}" ]; then
     say torch "$TORCH_VERSION from $TORCH_INDEX_URL"
-    "${pip[@]}" "torch==$TORCH_VERSION" --index-url "$TORCH_INDEX_URL"
+    pip_install "torch==$TORCH_VERSION" --index-url "$TORCH_INDEX_URL"
 elif [ -n "$driver" ] && ((driver >= CUDA13_DRIVER)); then
-    say torch "$TORCH_VERSION, PyPI's CUDA 13 build (NVIDIA driver R$driver)"
-    "${pip[@]}" "torch==$TORCH_VERSION"
+    say torch "$TORCH_VERSION, PyPI's CUDA 13 build (NVIDIA driver R$driver; a few minutes)"
+    pip_install "torch==$TORCH_VERSION"
 else
     if [ -n "$driver" ]; then
         say torch "NVIDIA driver R$driver is older than R$CUDA13_DRIVER, which PyPI's CUDA 13 build needs: the CPU build."
@@ -118,29 +129,31 @@ else
     wheel=$(local_wheel)
     if [[ $wheel == *+cpu* ]]; then
         say torch "$wheel, the CPU build pip is configured with"
-        "${pip[@]}" "torch==$wheel"
+        pip_install "torch==$wheel"
     else
-        say torch "$TORCH_VERSION, the CPU build from $CPU_INDEX"
-        "${pip[@]}" "torch==$TORCH_VERSION" --index-url "$CPU_INDEX"
+        say torch "$TORCH_VERSION, the CPU build from $CPU_INDEX (a few minutes)"
+        pip_install "torch==$TORCH_VERSION" --index-url "$CPU_INDEX"
     fi
 fi
 
 # -- rig --------------------------------------------------------------------------------------------
 say rig "this package, editable, with its dev tools (pytest, ruff, mypy)"
-"${pip[@]}" -e ".[dev]"
+# --no-warn-conflicts: on a rerun LeRobot (below) is present, and pip would list its left-out pins.
+pip_install --no-warn-conflicts -e ".[dev]"
 
 # -- LeRobot interop (tests) ------------------------------------------------------------------------
 # The tests load our dataset exports with LeRobot's dataset class and our weight exports into its π0
 # module. LeRobot 0.4.4 declares torch<2.11 and torchvision, which would replace this torch, so it comes
 # without its dependencies, plus those its dataset class and π0 module import (transformers 4.57 is the
 # release LeRobot's π0 names follow; torchcodec 0.13 loads beside torch 2.13). pip is told not to list
-# LeRobot's other declared dependencies as conflicts: they are left out on purpose.
+# LeRobot's other declared dependencies as conflicts (pip's "ERROR: ... dependency resolver" block):
+# they are left out on purpose.
 if .venv/bin/python -c "import lerobot, torchcodec, transformers, draccus" 2>/dev/null; then
     say lerobot "present"
 else
     say lerobot "lerobot 0.4.4 without its pins, torchcodec 0.13, transformers 4.57, datasets (interop tests)"
-    "${pip[@]}" --no-deps "lerobot==0.4.4" "torchcodec==0.13.0"
-    "${pip[@]}" --no-warn-conflicts "datasets>=4,<5" "huggingface_hub>=0.34.2,<0.36" "pandas<3" \
+    pip_install --no-deps --no-warn-conflicts "lerobot==0.4.4" "torchcodec==0.13.0"
+    pip_install --no-warn-conflicts "datasets>=4,<5" "huggingface_hub>=0.34.2,<0.36" "pandas<3" \
         "accelerate>=1.10,<2" "transformers==4.57.6" "draccus==0.10.0"
 fi
 # draccus 0.10.0's wheel also installs its own test suite as a top-level `tests` package, which would

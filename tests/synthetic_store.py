@@ -57,6 +57,17 @@ def synthetic_step(episode: int, index: int, cameras: Sequence[str], size: tuple
     )
 
 
+def record_step(recorder: EpisodeRecorder, step: Step, timeout_s: float = 30.0) -> None:
+    """Hand `step` to the recorder and wait until it has caught up: a test offers steps far faster
+    than the rig's 50 Hz, and the recorder drops what it has no room for rather than block."""
+    recorder.on_step(step)
+    deadline = time.monotonic() + timeout_s
+    while not recorder.caught_up:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the recorder did not catch up with step {step.index} within {timeout_s} s")
+        time.sleep(0.0005)
+
+
 def write_synthetic_store(
     root: Path,
     episodes: int = 2,
@@ -78,8 +89,7 @@ def write_synthetic_store(
         for episode in range(first, first + episodes):
             recorder.begin(task)
             for index in range(steps):
-                recorder.on_step(synthetic_step(episode, index, cameras, size))
-                time.sleep(0.002)  # lets the writer and encoders keep up, as at the rig's 50 Hz
+                record_step(recorder, synthetic_step(episode, index, cameras, size))
             summary = recorder.end("success")
             if summary.steps != steps:
                 raise RuntimeError(

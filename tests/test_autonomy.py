@@ -58,6 +58,9 @@ class Sway:
             self.origin = obs.command.copy()
         return self.origin + 0.05 * np.sin(obs.index / 25)
 
+    def take_events(self) -> list[str]:
+        return []
+
 
 def test_moving_a_leader_takes_that_arm_over_and_the_episode_labels_it(
     devices: Devices, loop: ControlLoop, tmp_path: Path

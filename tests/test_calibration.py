@@ -13,7 +13,7 @@ import pytest
 from hardware.clock import WallClock
 from hardware.devices import Devices, open_devices
 from hardware.dynamixel.bus import DynamixelBus
-from hardware.profile import Profile, load_profile
+from hardware.profile import Profile, RobotSpec, load_profile
 from rig.calibrate import (
     SWEEP_MARGIN_RAD,
     CalibrationError,
@@ -25,13 +25,14 @@ from rig.calibrate import (
     run_calibration,
 )
 from rig.calibration import (
-    DEFAULT_LIMITS,
     RAD_PER_TICK,
     ArmCalibration,
     CalibrationStore,
     JointCalibration,
     default_calibration,
 )
+
+DEFAULT_LIMITS = RobotSpec().joint_ranges  # the profile's joint ranges (ALOHA's)
 
 TICK = RAD_PER_TICK
 

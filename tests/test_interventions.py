@@ -8,13 +8,12 @@ import dataclasses
 import io
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_store import synthetic_step
+from synthetic_store import record_step, synthetic_step
 
 from policy.normalize import NormStats, compute_norm_stats
 from recorder.catalogue import MIGRATIONS, CameraStream, Catalogue, Segment
@@ -57,8 +56,7 @@ def record(
     recorder = EpisodeRecorder(store, session, [CameraFormat(c, SIZE[1], SIZE[0]) for c in CAMERAS], 50.0)
     recorder.begin(task, tags=tags)
     for index in range(steps):
-        recorder.on_step(make(index))
-        time.sleep(0.002)
+        record_step(recorder, make(index))
     summary = recorder.end("success")
     assert summary.steps == steps, summary.describe()
     return summary

@@ -412,7 +412,7 @@ def test_import_reads_a_dataset_written_by_lerobot(lerobot_dataset: type, tmp_pa
 
 def test_steps_of_an_older_layout_map_frames_in_step_order() -> None:
     """Without `<camera>/video_index`, the k-th step that saw a frame has the k-th video frame."""
-    from recorder.lerobot import _video_indices
+    from recorder.lerobot_export import _video_indices
 
     steps = np.array([(5,), (-1,), (7,), (8,)], np.dtype([("cam/frame_number", "<i8")]))
     indices, missing = _video_indices(steps, "cam", frames=3)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from hardware.devices import Devices, open_devices
-from hardware.profile import load_profile
+from hardware.profile import RobotSpec, load_profile
 from rig.calibration import default_calibrations
-from rig.loop import REST_POSE, ControlLoop, LoopConfig
-from rig.modes import Hold, Observation, Replay, Teleop
+from rig.loop import ControlLoop, LoopConfig
+from rig.modes import Hold, Observation, QuietMode, Replay, Teleop
 from rig.safety import Safety, SafetyConfig
 from rig.step import STATE_DIM, Step
 
@@ -117,21 +117,21 @@ def test_limits_clamp_and_say_so(loop: ControlLoop) -> None:
     assert min(s.action[1] for s in steps) >= -1.85005 - 1e-9
 
 
-class Silent:
+class Silent(QuietMode):
     name = "silent"
 
     def action(self, obs: Observation) -> np.ndarray | None:
         return None
 
 
-class Broken:
+class Broken(QuietMode):
     name = "broken"
 
     def action(self, obs: Observation) -> np.ndarray | None:
         raise RuntimeError("policy crashed")
 
 
-class NotANumber:
+class NotANumber(QuietMode):
     name = "nan"
 
     def action(self, obs: Observation) -> np.ndarray | None:
@@ -243,7 +243,7 @@ def test_stop_parks_at_the_rest_pose_and_cuts_torque(devices: Devices) -> None:
     loop.stop()
     assert not loop.running and loop.error is None
     world = devices.twin.world
-    assert world.joint_state("left").position[:6] == pytest.approx(REST_POSE[:6], abs=0.03)
+    assert world.joint_state("left").position[:6] == pytest.approx(RobotSpec().rest_pose[:6], abs=0.03)
     assert not world.torque_enabled("left", 1)
 
 

@@ -209,3 +209,30 @@ def test_grouped_attention_is_masked_gqa_without_enable_gqa(heads: int, kv_heads
     mask[..., 0] = True  # every query sees something
     reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=True)
     torch.testing.assert_close(grouped_attention(q, k, v, mask), reference, atol=1e-6, rtol=1e-5)
+
+
+def test_cutting_unused_prompt_padding_changes_no_loss() -> None:
+    """Training trims the prompt's padding columns (policy.batch); the model must not notice."""
+    config = get_config("pi0-tiny")
+    model = Pi0(config).eval()
+    generator = torch.Generator().manual_seed(3)
+    batch = 2
+    size = config.vision.image_size
+    tokens = torch.randint(1, config.vocab_size, (batch, config.max_token_len), generator=generator)
+    token_masks = torch.zeros(batch, config.max_token_len, dtype=torch.bool)
+    token_masks[0, :5], token_masks[1, :3] = True, True
+    inputs = Pi0Inputs(
+        images=torch.rand(batch, 1, 3, size, size, generator=generator) * 2 - 1,
+        image_masks=torch.ones(batch, 1, dtype=torch.bool),
+        tokens=tokens,
+        token_masks=token_masks,
+        state=torch.randn(batch, config.action_dim, generator=generator),
+    )
+    trimmed = inputs.without_trailing_padding()
+    assert trimmed.tokens.shape[1] == 5
+    actions = torch.randn(batch, config.action_horizon, config.action_dim, generator=generator)
+    time = torch.full((batch,), 0.4)
+    with torch.no_grad():
+        full = model.velocity(inputs, actions, time)
+        cut = model.velocity(trimmed, actions, time)
+    torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-6)

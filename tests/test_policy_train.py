@@ -376,3 +376,22 @@ def test_a_time_budget_ends_the_run_in_time_with_the_schedule_fitted_to_it(
     rows = list(csv.DictReader((result.run / "loss.csv").open()))
     assert int(rows[-1]["step"]) == result.step
     assert float(rows[-1]["lr"]) <= 0.2 * settings.peak_lr()  # the decay ran to the budget's end
+
+
+def test_resume_continues_with_the_runs_own_settings_unless_told_otherwise(
+    store: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from policy.train import resume_settings
+    from rig.cli import main
+
+    run = tmp_path / "run"
+    train(TrainSettings(store=store, out=run, config="pi0-tiny", steps=2, batch_size=4, workers=0, lr=1e-3,
+                        seed=5, log_every=1), say=lambda _: None)  # fmt: skip
+    resumed = resume_settings(store, run)
+    assert (resumed.steps, resumed.lr, resumed.batch_size, resumed.seed) == (2, 1e-3, 4, 5)
+    assert resumed.config == "pi0-tiny" and resumed.resume and resumed.out == run
+    assert main(["train", "--store", str(store), "--resume", "--out", str(run)]) == 1  # not to 1000
+    assert "already at step 2" in capsys.readouterr().err
+    more = resume_settings(store, run, steps=3)
+    assert (more.steps, more.lr) == (3, 1e-3)
+    assert train(more, say=lambda _: None).step == 3

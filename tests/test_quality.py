@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_store import synthetic_step
+from synthetic_store import record_step, synthetic_step
 
 from policy.normalize import compute_norm_stats
 from recorder.catalogue import MIGRATIONS, Catalogue
@@ -91,8 +90,7 @@ def record(store: Store, make: Sequence[Step], events_at: dict[int, str] | None 
     recorder.begin("transfer the cube")
     for step in make:
         event = (events_at or {}).get(step.index)
-        recorder.on_step(dataclasses.replace(step, events=(event,)) if event else step)
-        time.sleep(0.002)
+        record_step(recorder, dataclasses.replace(step, events=(event,)) if event else step)
     return recorder.end("success")
 
 

@@ -111,3 +111,20 @@ def test_successful_only_is_for_the_twin_whose_reward_judges_episodes(tmp_path: 
         "record", "--profile", "aloha", "--store", str(tmp_path / "s"), "--task", "x", "--successful-only"
     )
     assert result.returncode == 1 and "needs the twin" in result.stderr
+
+
+def test_record_keeps_only_the_cameras_asked_for(tmp_path: Path) -> None:
+    """`--cameras` records a subset of the profile's cameras (rig demo records only what π0 sees)."""
+    profile = tmp_path / "two-cameras.toml"
+    profile.write_text(SMALL_TWIN.replace("[cameras.cam_left_wrist]\nenabled = false\n", ""))
+    store = tmp_path / "store"
+    common = ("record", "--profile", str(profile), "--store", str(store), "--task", "look")
+    short = ("--episode-time", "0.5", "--reset-time", "0.2", "--countdown", "0")
+    result = rig(*common, *short, "--cameras", "cam_high")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (store / "episodes" / "000001").glob("*.mp4")) == ["cam_high.mp4"]
+
+    unknown = rig(*common, *short, "--cameras", "cam_high,cam_nope")
+    assert unknown.returncode == 2  # a profile error, as for any wrong setting
+    assert "has no camera cam_nope; it has cam_high, cam_left_wrist" in unknown.stderr
+    assert len(unknown.stderr.strip().splitlines()) == 1

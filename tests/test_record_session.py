@@ -14,8 +14,9 @@ from hardware.devices import open_devices
 from hardware.profile import load_profile
 from recorder.steps import read_steps
 from recorder.store import Store
+from rig.app.record import RecordingSession as Session
+from rig.app.record import RecordPlan, record_episodes
 from rig.calibration import default_calibrations
-from rig.commands.record import RecordPlan, Session, record_episodes
 from rig.step import MODES, Step
 
 TASK = "transfer the cube"

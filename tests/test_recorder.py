@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic_store import record_step
 
 from hardware.devices import open_devices
 from hardware.profile import load_profile
@@ -127,8 +128,7 @@ def test_windows_for_training_come_from_the_recorded_steps_and_frames(tmp_path: 
     recorder = EpisodeRecorder(store, session, [CameraFormat("cam", WIDTH, HEIGHT)], 50.0)
     recorder.begin("windows")
     for i in range(80):
-        recorder.on_step(synthetic_step(i))
-        time.sleep(0.002)
+        record_step(recorder, synthetic_step(i))
     recorder.end()
     reader = WindowReader(tmp_path, horizon=50)
     assert len(reader) == 80
@@ -147,6 +147,7 @@ CHILD_BEGINS = textwrap.dedent(
     import resource, sys, time
     sys.path.insert(0, {tests!r})
     from test_recorder import synthetic_step, HEIGHT, WIDTH
+    from synthetic_store import record_step
     from recorder.store import Store
     from recorder.recorder import CameraFormat, EpisodeRecorder
     store = Store({root!r})
@@ -205,8 +206,7 @@ FULL_DISK_CHILD = CHILD_BEGINS + textwrap.dedent(
     """
     resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))  # files may not grow past 60 kB: a full disk
     for i in range(3000):
-        recorder.on_step(synthetic_step(i))
-        time.sleep(0.001)
+        record_step(recorder, synthetic_step(i))
         if not recorder.recording:
             break
     summary = recorder.end()

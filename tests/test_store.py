@@ -429,7 +429,7 @@ def test_a_second_opener_is_refused_while_the_store_is_held(tmp_path: Path) -> N
 
 
 def test_opening_a_missing_store_without_create_fails(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no store here"):
+    with pytest.raises(FileNotFoundError, match="no episodes recorded here yet"):
         Store(tmp_path / "nowhere", create=False)
 
 

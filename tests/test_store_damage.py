@@ -13,12 +13,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from synthetic_store import CAMERAS, synthetic_step, write_synthetic_store
+from synthetic_store import CAMERAS, record_step, synthetic_step, write_synthetic_store
 from test_recorder import kill_while_recording
 
 from recorder.episode_file import EPISODE_FILE
@@ -218,8 +217,7 @@ def test_a_step_that_cannot_be_written_stops_its_episode_and_says_why(tmp_path: 
             step = synthetic_step(0, index, ["cam_high"], (48, 64))
             if index == 12:
                 step = dataclasses.replace(step, qpos=np.zeros(STATE_DIM - 1))  # a malformed step
-            recorder.on_step(step)
-            time.sleep(0.002)
+            record_step(recorder, step)
         summary = recorder.end("success")
         assert summary.status == "interrupted" and summary.steps == 12
         assert summary.error is not None and "step 12" in summary.error and "ValueError" in summary.error

@@ -86,7 +86,7 @@ async def test_episodes_lists_sorts_filters_and_plots(store: Path) -> None:
         await pilot.pause()
         assert shown_ids(screen) == [1, 2, 3]
         table = screen.query_one(DataTable)
-        assert table.get_row_at(0)[1:6] == ["transfer the cube", "40", "0.8", "complete", "success"]
+        assert table.get_row_at(0)[1:6] == ["success", "transfer the cube", "40", "0.8", "complete"]
         assert screen.selected == 1
         plot = screen.query_one("#joint-1", LinePlot)
         assert plot.points == 80 and "qpos" in plot.render().plain  # type: ignore[union-attr]
@@ -95,7 +95,9 @@ async def test_episodes_lists_sorts_filters_and_plots(store: Path) -> None:
 
         await pilot.press("S")  # reverse the id order
         assert shown_ids(screen) == [3, 2, 1]
-        await pilot.press("s")  # next column: task, descending
+        await pilot.press("s")  # next column: outcome (before the task, so that 80 columns show it)
+        assert screen.sort_column == "outcome"
+        await pilot.press("s")  # then task, descending
         assert screen.sort_column == "task" and shown_ids(screen) == [1, 2, 3]
         await pilot.click(DataTable, offset=(1, 0))  # the id header
         assert screen.sort_column == "id" and shown_ids(screen) == [1, 2, 3]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
@@ -26,8 +26,12 @@ from tui.widgets.commands import send
 from tui.widgets.status import StatusBar
 from tui.widgets.tabs import SCREENS, ScreenTabs
 
+if TYPE_CHECKING:
+    from tui.screens.train import TrainScreen
+
 POLL_S = 0.2
 RELEASE_CONFIRM_S = 3.0  # a second ctrl+r within this releases the e-stop
+QUIT_CONFIRM_S = 3.0  # while training runs, a second ctrl+q within this stops it and quits
 
 
 @runtime_checkable
@@ -70,6 +74,8 @@ class RigApp(App[None]):
         self.poll_s = poll_s
         self.last_state: RigState | None = None
         self._release_asked = -RELEASE_CONFIRM_S
+        self._quit_asked = -QUIT_CONFIRM_S
+        self._train: TrainScreen | None = None
         self._poll_failed = False
         screens: dict[str, Callable[[], Screen[None]]] = {
             "record": lambda: RecordScreen(backend, task),
@@ -92,7 +98,8 @@ class RigApp(App[None]):
             from tui.screens.train import TrainScreen
         except ImportError as error:
             return Unavailable("Train", str(error))
-        return TrainScreen(self.store_dir)
+        self._train = TrainScreen(self.store_dir)
+        return self._train
 
     async def on_mount(self) -> None:
         await self.action_show("record")
@@ -144,6 +151,19 @@ class RigApp(App[None]):
         self._release_asked = -RELEASE_CONFIRM_S
         if send(self, self.backend.release_estop):
             self.notify("e-stop released")
+
+    async def action_quit(self) -> None:
+        """ctrl+q; while a training run goes on, only a second ctrl+q stops it (it saves) and quits."""
+        job = self._train.job if self._train is not None else None
+        now = time.monotonic()
+        if job is not None and job.status().running and now - self._quit_asked > QUIT_CONFIRM_S:
+            self._quit_asked = now
+            self.notify(
+                "training is running: ctrl+q again within 3 s stops it (it saves a checkpoint) and quits",
+                severity="warning",
+            )
+            return
+        self.exit()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

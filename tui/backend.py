@@ -1,4 +1,5 @@
-"""`RigBackend`: the app's one way to the rig, on the pieces `rig record` and `rig run` use.
+"""`RigBackend`: the app's one way to the rig, on the application layer (rig.app) that `rig record`
+and `rig run` use too.
 
 The loop runs on its own thread; a listener keeps the latest step and a few recent counters (O(1)
 per tick), and `state()` turns them into a `RigState` on the caller's thread. Slow work happens on
@@ -8,7 +9,6 @@ full), the policy's loading, a replay. Commands only check, switch a mode, and r
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
 import threading
@@ -23,21 +23,21 @@ from hardware.devices import Devices, open_devices
 from hardware.profile import Profile, load_profile
 from recorder.recorder import EpisodeSummary
 from recorder.store import Store
-from rig.app.autonomy import RewardWatch
-from rig.commands.autonomy import add_policy_arguments, make_scheduler, open_policy
-from rig.commands.episodes import episode_actions, replay_actions
-from rig.commands.record import Session, end_episode
+from rig.app.autonomy import RewardWatch, schedule
+from rig.app.episodes import episode_actions, replay_actions
+from rig.app.policy import PolicySpec, open_policy
+from rig.app.record import RecordingSession, end_episode
+from rig.app.warmup import needed_s, warm_up
+from rig.event_log import EventLog
 from rig.loop import ControlLoop
-from rig.modes import Autonomous, Hold, InterventionConfig, Mode, Teleop
+from rig.modes import RAMPS, Autonomous, Hold, InterventionConfig, Mode, Teleop
 from rig.step import SIDES, CameraSample, Step
-from rig.teleop import ENGAGE_S, load_calibrations
+from rig.teleop import load_calibrations
 from tui.state import AutonomyStatus, CameraStatus, CommandRefused, RecordingStatus, RigState
 
 if TYPE_CHECKING:
     from policy.scheduler import ActionScheduler
 
-DEMONSTRATION_START_S = 2.0  # on the twin: the leaders' way back to the start (recorded), the followers' ramp
-AUTONOMY_RAMP_S = 0.5  # blend into the policy's actions, as `rig run` does
 RATE_WINDOW = 50  # ticks of step times behind rate_hz (a second at 50 Hz)
 PERIOD_WINDOW = 500  # ticks behind the period error's p99: recent, not the whole session
 CAMERA_STALE_S = 1.0  # a camera with no new frame for this long (wall clock) is shown as lost
@@ -93,7 +93,7 @@ class _Recent:
         self.times: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
         self.period_errors: collections.deque[float] = collections.deque(maxlen=PERIOD_WINDOW)
         self.cameras: dict[str, _Camera] = {}
-        self.events: collections.deque[str] = collections.deque(maxlen=EVENTS_KEPT)
+        self.events = EventLog(kept=EVENTS_KEPT)  # a repeated event counts on its line
         self.first_t: float | None = None
 
     def on_step(self, step: Step) -> None:
@@ -110,16 +110,16 @@ class _Recent:
                     camera.new_frames.append(step.t)
                     camera.last_new_wall = wall
             for event in step.events:
-                self.events.append(f"{step.t:8.2f}  {event}")
+                self.events.add(step.t, event)
 
     def say(self, t: float, message: str) -> None:
         with self.lock:
-            self.events.append(f"{t:8.2f}  {message}")
+            self.events.add(t, message)
 
     def snapshot(self) -> tuple[list[float], list[float], dict[str, tuple[list[float], float]], list[str]]:
         with self.lock:
             cameras = {name: (list(c.new_frames), c.last_new_wall) for name, c in self.cameras.items()}
-            return list(self.times), list(self.period_errors), cameras, list(self.events)
+            return list(self.times), list(self.period_errors), cameras, self.events.describe()
 
 
 class RigBackend:
@@ -140,7 +140,7 @@ class RigBackend:
         self._recent = _Recent()
         self._devices: Devices | None = None
         self._store: Store | None = None
-        self._session: Session | None = None
+        self._session: RecordingSession | None = None
         self._reward: RewardWatch | None = None
         self._recording: _Recording | None = None
         self._autonomy: _Autonomy | None = None
@@ -161,7 +161,7 @@ class RigBackend:
             store.close()
             raise
         try:
-            session = Session(devices, store, load_calibrations(devices, self.calibration_dir))
+            session = RecordingSession(devices, store, load_calibrations(devices, self.calibration_dir))
             self._reward = RewardWatch(devices)
             session.loop.subscribe(self._reward.on_step)
             session.loop.subscribe(self._recent.on_step)
@@ -173,7 +173,7 @@ class RigBackend:
         self._devices, self._store, self._session = devices, store, session
         for episode_id in store.recovered:
             self._say(f"episode {episode_id} was interrupted by a crash; kept, marked interrupted")
-        session.loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
+        session.loop.set_mode(Teleop(), ramp_s=RAMPS.teleop_s)
         self._watcher = threading.Thread(target=self._watch, name="tui-backend-watch", daemon=True)
         self._watcher.start()
         return self
@@ -335,10 +335,11 @@ class RigBackend:
                 raise CommandRefused(session.recorder.error)
             step = session.loop.wait_for_step()
             if step.mode != "teleop":
-                session.loop.set_mode(Teleop(), ramp_s=DEMONSTRATION_START_S)
+                session.loop.set_mode(Teleop(), ramp_s=RAMPS.demonstration_start_s)
             planned = None
             if session.operator is not None:
-                planned = DEMONSTRATION_START_S + session.demonstrate(start_in=DEMONSTRATION_START_S)
+                start_s = RAMPS.demonstration_start_s  # the leaders' way back (recorded), the followers' ramp
+                planned = start_s + session.demonstrate(start_in=start_s)
             episode_id = session.recorder.begin(task)
             started = session.loop.wait_for_step().t
             twin = session.operator is not None
@@ -390,7 +391,7 @@ class RigBackend:
             if self._autonomy is not None:
                 self.stop_autonomy()
                 return
-            loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
+            loop.set_mode(Teleop(), ramp_s=RAMPS.teleop_s)
 
     def estop(self) -> None:
         loop = self._running().loop
@@ -416,14 +417,11 @@ class RigBackend:
         with self._lock:
             self._running()
             self._refuse_if_busy("start autonomy")
-            source = ["--checkpoint", checkpoint] if checkpoint is not None else ["--policy", str(endpoint)]
-            parser = argparse.ArgumentParser(add_help=False)
-            add_policy_arguments(parser)
-            args = parser.parse_args(source)
-            run = _Autonomy(label=f"loading {checkpoint or endpoint}", strategy=args.strategy)
+            spec = PolicySpec(checkpoint=None if checkpoint is None else Path(checkpoint), endpoint=endpoint)
+            run = _Autonomy(label=f"loading {spec.label}", strategy=spec.scheduling.strategy)
             self._autonomy = run
             threading.Thread(
-                target=self._engage, args=(run, args, task), name="tui-policy-load", daemon=True
+                target=self._engage, args=(run, spec, task), name="tui-policy-load", daemon=True
             ).start()
 
     def stop_autonomy(self) -> None:
@@ -433,7 +431,7 @@ class RigBackend:
             if run is None:
                 raise CommandRefused("autonomy is not running")
             if not loop.estopped:
-                loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
+                loop.set_mode(Teleop(), ramp_s=RAMPS.teleop_s)
             self._retire(run)
             self._say("autonomy stopped: back to teleop")
 
@@ -443,10 +441,10 @@ class RigBackend:
     def hand_back(self) -> None:
         self._engaged_mode().hand_back()
 
-    def _engage(self, run: _Autonomy, args: argparse.Namespace, task: str) -> None:
+    def _engage(self, run: _Autonomy, spec: PolicySpec, task: str) -> None:
         """The loading thread: open the policy (seconds), then hand it the arms unless cancelled."""
         try:
-            policy = open_policy(args)
+            policy = open_policy(spec)
             info = policy.info()
         except Exception as error:
             self._fail(run, f"the policy could not be opened: {error}")
@@ -455,7 +453,20 @@ class RigBackend:
         if not prompt:
             self._fail(run, "the policy names no task it was trained on; give one")
             return
-        label = args.policy or f"{info.config} step {info.step} (local)"
+        execute = spec.scheduling.execute or max(1, info.action_horizon // 2)
+        try:
+            step = self._running().loop.wait_for_step()
+            timing = warm_up(
+                policy, step, prompt, needed_s(info.action_horizon, execute, self.profile.rate_hz)
+            )
+        except Exception as error:
+            self._fail(run, f"the policy failed its first inference: {error}")
+            return
+        if not timing.fast_enough:
+            self._fail(run, f"refused: {timing.describe()}; use a faster machine (`rig serve` on a GPU)")
+            return
+        label = spec.endpoint or f"{info.config} step {info.step} (local)"
+        label += f", {timing.chunk_s:.2f} s a chunk"
         with self._lock:
             if self._autonomy is not run or self._closing.is_set():
                 return  # stopped (or e-stopped and released) while loading
@@ -463,12 +474,12 @@ class RigBackend:
             if loop.estopped:
                 self._fail(run, "the e-stop went on while the policy loaded")
                 return
-            scheduler = make_scheduler(policy, prompt, args, loop)
+            scheduler = schedule(policy, prompt, spec.scheduling, loop)
             config = InterventionConfig(rate_hz=self.profile.rate_hz)
             mode = Autonomous(scheduler, config)
             run = dataclasses.replace(run, label=label, scheduler=scheduler, mode=mode)
             self._autonomy = run
-            loop.set_mode(mode, ramp_s=AUTONOMY_RAMP_S)
+            loop.set_mode(mode, ramp_s=RAMPS.autonomy_s)
             self._say(f"autonomy: {label}, task {prompt!r}")
         try:
             switched = self._switched(mode)
@@ -558,7 +569,7 @@ class RigBackend:
             self._say(f"deleted episode {episode_id}")
 
     # ---- helpers ---------------------------------------------------------------------------
-    def _running(self) -> Session:
+    def _running(self) -> RecordingSession:
         session = self._session
         if session is None:
             raise CommandRefused("the rig is not started")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from policy.progress import LOSS_LOG, read_loss_log
 
 OUTPUT_LINES = 200  # output lines kept
 RATE_WINDOW = 10  # logged steps averaged for the step time and the ETA
+PROGRESS_LINE = re.compile(r"step (\d+)/(\d+) ")  # policy.progress.Progress's lines
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class TrainStatus:
     returncode: int | None
     checkpoint: Path | None
     run_dir: Path
+    progress: str | None = None  # while running: rig train's progress bar (steps, rate, ETA), live
 
     @property
     def running(self) -> bool:
@@ -62,14 +65,27 @@ class TrainJob:
         self.steps, self.batch_size, self.extra_args = steps, batch_size, tuple(extra_args)
         self._process: subprocess.Popen[str] | None = None
         self._lines: deque[str] = deque(maxlen=OUTPUT_LINES)
+        self._progress: str | None = None  # rig train's newest progress-bar line
         self._stop_requested = False
         self._log_key: tuple[int, int] | None = None  # (mtime, size) of the loss log last read
         self._rows: list[dict[str, float]] = []
 
     def command(self, resume: bool) -> list[str]:
-        args = [sys.executable, "-m", "rig.cli", "train", "--store", str(self.store), "--config", self.config]
-        args += ["--steps", str(self.steps), "--batch-size", str(self.batch_size), "--out", str(self.run_dir)]
-        return args + (["--resume"] if resume else []) + list(self.extra_args)
+        """A resumed run keeps its own settings (model, batch, learning rate) except the steps."""
+        args = [
+            sys.executable,
+            "-m",
+            "rig.cli",
+            "train",
+            "--store",
+            str(self.store),
+            "--out",
+            str(self.run_dir),
+        ]
+        args += ["--steps", str(self.steps)]
+        if resume:
+            return [*args, "--resume", *self.extra_args]
+        return [*args, "--config", self.config, "--batch-size", str(self.batch_size), *self.extra_args]
 
     def start(self) -> None:
         self._launch(resume=False)
@@ -116,9 +132,14 @@ class TrainJob:
         threading.Thread(target=self._read, args=(self._process,), daemon=True, name="train-output").start()
 
     def _read(self, process: subprocess.Popen[str]) -> None:
+        """Output lines, less the progress bar's, which only the newest matters of (once a second)."""
         assert process.stdout is not None
         for line in process.stdout:
-            self._lines.extend(part for part in line.rstrip("\n").split("\r") if part.strip())
+            for part in line.rstrip("\n").split("\r"):
+                if PROGRESS_LINE.match(part):
+                    self._progress = part
+                elif part.strip():
+                    self._lines.append(part)
 
     def _loss_rows(self) -> list[dict[str, float]]:
         """The loss log, re-read only when it changed; a row caught half-written keeps the last read."""
@@ -146,7 +167,13 @@ class TrainJob:
             state = "stopped" if self._stop_requested else "finished"
         rows = self._loss_rows()
         last = rows[-1] if rows else None
-        step = int(last["step"]) if last else 0
+        checkpoint = _latest_checkpoint(self.run_dir)
+        live = PROGRESS_LINE.match(self._progress or "")
+        step = max(  # the loss log has every `log_every`-th step; the progress bar and checkpoints more
+            int(last["step"]) if last else 0,
+            int(live.group(1)) if live else 0,
+            int(checkpoint.name) if checkpoint is not None else 0,
+        )
         recent = [row["step_s"] for row in rows[-RATE_WINDOW:] if math.isfinite(row["step_s"])]
         step_s = sum(recent) / len(recent) if recent else None
         return TrainStatus(
@@ -160,7 +187,8 @@ class TrainJob:
             losses=tuple((int(row["step"]), row["loss"]) for row in rows),
             lines=tuple(self._lines),
             returncode=returncode,
-            checkpoint=_latest_checkpoint(self.run_dir),
+            checkpoint=checkpoint,
+            progress=self._progress if state == "running" else None,
             run_dir=self.run_dir,
         )
 

@@ -24,6 +24,8 @@ from hardware.dynamixel.control_table import (
     MODELS_BY_NUMBER,
     SYNC_STATE_ADDRESS,
     SYNC_STATE_LENGTH,
+    X_SERIES_ITEMS,
+    Item,
     MotorModel,
     decode_hardware_error,
     model_named,
@@ -43,7 +45,8 @@ from hardware.dynamixel.protocol import ALERT_BIT
 
 log = logging.getLogger(__name__)
 
-HARDWARE_ERROR_ADDRESS = 70
+FIRMWARE = X_SERIES_ITEMS["firmware_version"]
+HARDWARE_ERROR = X_SERIES_ITEMS["hardware_error_status"]
 READ_WAIT_S = 0.002
 
 
@@ -171,7 +174,7 @@ class DynamixelBus:
     def ping(self, servo_id: int) -> ServoInfo:
         number, result, error = self._packets.ping(self._handler, servo_id)
         self._check(servo_id, result, error, "a ping", allow_alert=True)
-        firmware = self._read_raw(servo_id, 6, 1, allow_alert=True)
+        firmware = self._read_raw(servo_id, FIRMWARE.address, FIRMWARE.size, allow_alert=True)
         if number in MODELS_BY_NUMBER:
             self._models.setdefault(servo_id, MODELS_BY_NUMBER[number])
         return ServoInfo(servo_id, number, firmware)
@@ -231,12 +234,13 @@ class DynamixelBus:
         """Present current, velocity and position of `ids` in one sync read (addresses 126..135)."""
         ids = tuple(ids)
         received = self._sync_read(ids, SYNC_STATE_ADDRESS, SYNC_STATE_LENGTH)
-        block = np.frombuffer(b"".join(received[i] for i in ids), dtype=np.uint8).reshape(len(ids), 10)
+        block = np.frombuffer(b"".join(received[i] for i in ids), dtype=np.uint8)
+        block = block.reshape(len(ids), SYNC_STATE_LENGTH)
         return ServoStates(
             ids=ids,
-            current=block[:, 0:2].copy().view("<i2")[:, 0],
-            velocity=block[:, 2:6].copy().view("<i4")[:, 0],
-            position=block[:, 6:10].copy().view("<i4")[:, 0],
+            current=_state_field(block, X_SERIES_ITEMS["present_current"]),
+            velocity=_state_field(block, X_SERIES_ITEMS["present_velocity"]),
+            position=_state_field(block, X_SERIES_ITEMS["present_position"]),
         )
 
     def sync_write(self, name: str, values: Mapping[int, int]) -> None:
@@ -294,7 +298,8 @@ class DynamixelBus:
         return int.from_bytes(bytes(data), "little")
 
     def _hardware_faults(self, servo_id: int) -> list[str]:
-        return decode_hardware_error(self._read_raw(servo_id, HARDWARE_ERROR_ADDRESS, 1, allow_alert=True))
+        status = self._read_raw(servo_id, HARDWARE_ERROR.address, HARDWARE_ERROR.size, allow_alert=True)
+        return decode_hardware_error(status)
 
     def _check(
         self, servo_id: int | None, result: int, error: int, what: str, allow_alert: bool = False
@@ -316,3 +321,9 @@ class DynamixelBus:
 def _signed(raw: int, size: int) -> int:
     bits = 8 * size
     return raw - (1 << bits) if raw >= 1 << (bits - 1) else raw
+
+
+def _state_field(block: np.ndarray, item: Item) -> np.ndarray:
+    """One signed item of every servo's row of a sync state read (rows start at SYNC_STATE_ADDRESS)."""
+    start = item.address - SYNC_STATE_ADDRESS
+    return block[:, start : start + item.size].copy().view(f"<i{item.size}")[:, 0]

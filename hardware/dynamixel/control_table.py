@@ -16,8 +16,9 @@ from types import MappingProxyType
 TICKS_PER_REV = 4096
 CENTER_TICK = 2048
 VELOCITY_UNIT_RPM = 0.229
-SYNC_STATE_ADDRESS = 126  # Present Current (or Load) 126..127, Velocity 128..131, Position 132..135
-SYNC_STATE_LENGTH = 10
+# The units in radians, for the calibration (a real servo) and the twin's servos (a virtual one) alike.
+RAD_PER_TICK = 2 * math.pi / TICKS_PER_REV
+RAD_S_PER_UNIT = VELOCITY_UNIT_RPM * 2 * math.pi / 60
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,14 @@ def _x_series_items() -> dict[str, Item]:
         "present_temperature": Item(146, 1, writable=ro),
         "backup_ready": Item(147, 1, writable=ro),
     }
+
+
+# The layout every model shares before its differences: what the bus reads before it knows a model.
+X_SERIES_ITEMS: Mapping[str, Item] = MappingProxyType(_x_series_items())
+# The 50 Hz sync read: Present Current (or Load) 126..127, Velocity 128..131, Position 132..135.
+SYNC_STATE_ADDRESS = X_SERIES_ITEMS["present_current"].address
+_LAST_STATE = X_SERIES_ITEMS["present_position"]
+SYNC_STATE_LENGTH = _LAST_STATE.address + _LAST_STATE.size - SYNC_STATE_ADDRESS
 
 
 @dataclass(frozen=True)
@@ -211,19 +220,3 @@ HARDWARE_ERROR_BITS: Mapping[int, str] = MappingProxyType(
 def decode_hardware_error(status: int) -> list[str]:
     """The faults set in a Hardware Error Status byte, in words."""
     return [words for bit, words in HARDWARE_ERROR_BITS.items() if status & (1 << bit)]
-
-
-def ticks_to_radians(ticks: int | float) -> float:
-    return (ticks - CENTER_TICK) * 2 * math.pi / TICKS_PER_REV
-
-
-def radians_to_ticks(radians: float) -> int:
-    return round(radians * TICKS_PER_REV / (2 * math.pi)) + CENTER_TICK
-
-
-def velocity_to_rad_s(units: int | float) -> float:
-    return units * VELOCITY_UNIT_RPM * 2 * math.pi / 60
-
-
-def rad_s_to_velocity(rad_s: float) -> int:
-    return round(rad_s * 60 / (2 * math.pi) / VELOCITY_UNIT_RPM)

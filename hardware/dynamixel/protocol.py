@@ -15,7 +15,6 @@ from enum import IntEnum
 
 HEADER = b"\xff\xff\xfd\x00"
 BROADCAST_ID = 0xFE
-MAX_ID = 0xFC
 
 
 class Instruction(IntEnum):

@@ -12,17 +12,16 @@ turns torque off and raises the alert bit until a reboot. REG_WRITE keeps a chec
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Protocol
 
 from hardware.dynamixel.control_table import (
     CENTER_TICK,
-    TICKS_PER_REV,
+    RAD_PER_TICK,
+    RAD_S_PER_UNIT,
     Item,
     MotorModel,
     OperatingMode,
-    rad_s_to_velocity,
 )
 from hardware.dynamixel.protocol import ALERT_BIT, StatusError
 
@@ -205,12 +204,12 @@ class VirtualServo:
         return -1 if self.get("drive_mode") & 1 else 1
 
     def _motor_radians_to_ticks(self, radians: float) -> int:
-        raw = round(radians * TICKS_PER_REV / (2 * math.pi))
+        raw = round(radians / RAD_PER_TICK)
         return CENTER_TICK + self._sign() * raw + self.get("homing_offset")
 
     def _ticks_to_motor_radians(self, ticks: int) -> float:
         raw = self._sign() * (ticks - CENTER_TICK - self.get("homing_offset"))
-        return raw * 2 * math.pi / TICKS_PER_REV
+        return raw * RAD_PER_TICK
 
     def _refresh_feedback(self) -> None:
         position, velocity, torque = self.backend.read()
@@ -218,7 +217,7 @@ class VirtualServo:
         torque = max(-self.model.stall_torque_nm, min(self.model.stall_torque_nm, torque))
         sign = self._sign()
         self.set("present_position", self._motor_radians_to_ticks(position))
-        self.set("present_velocity", sign * rad_s_to_velocity(velocity))
+        self.set("present_velocity", sign * round(velocity / RAD_S_PER_UNIT))
         if self.model.current_unit_ma is None:
             load = round(1000 * torque / self.model.stall_torque_nm)
             self.set("present_load", max(-1000, min(1000, sign * load)))

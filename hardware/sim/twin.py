@@ -160,10 +160,6 @@ class Twin:
     def leader_pose(self, arm: str) -> np.ndarray:
         return np.array([joint.position for joint in self._leaders[arm]])
 
-    @property
-    def leader_arms(self) -> list[str]:
-        return list(self._leaders)
-
     # ---- time ------------------------------------------------------------------------------
     def advance_to(self, t: float) -> None:
         """Run physics up to simulated time t, publishing every camera frame that falls due on the way.

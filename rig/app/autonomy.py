@@ -7,33 +7,26 @@ an optional recorder, and on the twin the reward watched tick by tick.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hardware.devices import Devices
-from recorder.recorder import CameraFormat, EpisodeRecorder
 from recorder.store import Store
-from rig import __version__
+from rig.app.policy import Scheduling
+from rig.app.session import RigSession
 from rig.calibration import ArmCalibration
-from rig.loop import ControlLoop, LoopConfig
+from rig.loop import ControlLoop
 from rig.modes import Autonomous, InterventionConfig, Teleop
 from rig.step import Step
 
 if TYPE_CHECKING:
     from policy.interface import Policy
-    from policy.scheduler import ActionScheduler, InferenceExecutor, Strategy
+    from policy.scheduler import ActionScheduler, InferenceExecutor
 
-
-@dataclass(frozen=True)
-class Scheduling:
-    """How a policy's chunks become one action per tick (see policy.scheduler)."""
-
-    strategy: Strategy = "rtc"
-    execute: int | None = None  # actions executed per chunk; default half the chunk
+__all__ = ["AutonomySession", "RewardWatch", "Scheduling", "schedule", "start_row"]
 
 
 def schedule(
@@ -72,49 +65,26 @@ class RewardWatch:
         return twin is not None and (self.best >= twin.world.max_reward or twin.world.success())
 
 
-class AutonomySession:
-    """The loop, an optional recorder, and mode switches that always blend."""
+class AutonomySession(RigSession):
+    """The loop, an optional recorder, the twin's reward, and mode switches that always blend."""
 
     def __init__(
         self,
         devices: Devices,
-        calibrations: dict[str, ArmCalibration],
+        calibrations: Mapping[str, ArmCalibration],
         store: Store | None,
         interventions: InterventionConfig | None = None,
     ) -> None:
-        self.devices = devices
-        self.loop = ControlLoop(devices, calibrations, LoopConfig())
+        super().__init__(devices, calibrations, store)
         self.interventions = interventions or InterventionConfig(rate_hz=devices.profile.rate_hz)
         self.reward = RewardWatch(devices)
         self.loop.subscribe(self.reward.on_step)
-        self.recorder: EpisodeRecorder | None = None
-        if store is not None:
-            profile = devices.profile
-            session_id = store.catalogue.start_session(
-                profile=profile.name,
-                profile_snapshot=Path(profile.source).read_text() if profile.source else "",
-                calibration={name: json.loads(c.to_json()) for name, c in calibrations.items()},
-                rig_version=__version__,
-            )
-            cameras = [CameraFormat(name, c.width, c.height) for name, c in profile.cameras.items()]
-            self.recorder = EpisodeRecorder(store, session_id, cameras, profile.rate_hz)
-            self.loop.subscribe(self.recorder.on_step)
-
-    def wait(self, seconds: float, until: object = None) -> Step:
-        """Let `seconds` pass on the rig clock (sooner when `until()` turns true)."""
-        step = self.loop.wait_for_step()
-        end = step.t + seconds
-        while step.t < end and not (callable(until) and until()):
-            step = self.loop.wait_for_step(step.index, timeout=30)
-        return step
 
     def engage(self, scheduler: ActionScheduler, ramp_s: float) -> Autonomous:
         """Hand the arms to the policy (from the next tick, blending over `ramp_s`)."""
         mode = Autonomous(scheduler, self.interventions)
         self.loop.set_mode(mode, ramp_s=ramp_s)
-        step = self.loop.wait_for_step()
-        while self.loop.mode is not mode:  # the switch happens at a tick boundary
-            step = self.loop.wait_for_step(step.index, timeout=30)
+        self.loop.wait_seconds(float("inf"), until=lambda _: self.loop.mode is mode)  # at a tick boundary
         return mode
 
     def teleop(self, ramp_s: float) -> None:

@@ -26,16 +26,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hardware.devices import open_devices
 from hardware.profile import Profile
-from recorder.store import Store
-from rig.app.autonomy import AutonomySession, Scheduling, schedule, start_row
-from rig.teleop import load_calibrations
+from rig.app.policy import Scheduling
 
 if TYPE_CHECKING:
     from policy.interface import Policy, PolicyInfo
+    from recorder.store import Store
 
-RESET_S = 2.0  # the followers' way back to the start pose between episodes (simulated seconds)
 SETTLE_S = 0.5  # the new scene stands this long before the policy starts
 EVAL_STORE = "eval-store"  # inside a run folder: the episodes of its evaluations while training
 
@@ -121,8 +118,12 @@ def evaluate(
     say: Callable[[str], None] = print,
 ) -> EvalReport:
     """Run the episodes on the twin of `profile` and record each into `store`."""
+    from hardware.devices import open_devices
     from policy.scheduler import TickDelayExecutor
+    from rig.app.autonomy import AutonomySession, schedule, start_row
+    from rig.modes import RAMPS
     from rig.operator import Demonstration, ScriptedOperator
+    from rig.teleop import load_calibrations
 
     twin_spec = profile.twin
     if twin_spec is None:
@@ -143,8 +144,8 @@ def evaluate(
                 seed = settings.seed + episode
                 start = start_row(devices)
                 operator.start(Demonstration(world.task, np.vstack([start, start]), loop.dt))
-                session.teleop(RESET_S)
-                session.wait(RESET_S)
+                session.teleop(RAMPS.eval_reset_s)
+                session.wait(RAMPS.eval_reset_s)
                 world.scatter_objects(seed)  # the arms are home: the episode's scene
                 # As in a recording, the scene is set before the episode starts: the policy's first
                 # picture must show it, not the last episode's (a camera at 10 Hz renders every 0.1 s).
@@ -154,7 +155,7 @@ def evaluate(
                 scheduler = schedule(policy, prompt, settings.scheduling, loop, executor)
                 assert session.recorder is not None
                 session.recorder.begin(prompt, tags=("eval",))
-                mode = session.engage(scheduler, ramp_s=0.2)
+                mode = session.engage(scheduler, ramp_s=RAMPS.eval_autonomy_s)
                 session.wait(
                     settings.episode_s, until=lambda m=mode: session.reward.success or loop.mode is not m
                 )
@@ -203,6 +204,7 @@ def evaluate_checkpoints(
     `<run>/eval-store`), log it to the run's success curve, and say the rate in one line."""
     from policy.checkpoint import run_of
     from policy.infer import LocalPolicy
+    from recorder.store import Store
 
     def hook(checkpoint: Path, step: int) -> None:
         run = run_of(checkpoint)

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 import numpy as np
 
-from recorder.catalogue import EpisodeRecord, SegmentRecord
 from recorder.steps import read_steps
 from recorder.store import Store
-
-if TYPE_CHECKING:
-    from rig.loop import ControlLoop
-    from rig.modes import Mode
-    from rig.step import Step
+from rig.app.episodes import (
+    episode_actions,
+    episode_flags,
+    episode_labels,
+    episode_twin_reward,
+    replay_actions,
+)
 
 
 def list_episodes(store_dir: Path, out: TextIO) -> int:
@@ -50,29 +50,14 @@ def list_episodes(store_dir: Path, out: TextIO) -> int:
             f"{episode.duration_s or 0:.1f}",
             episode.status,
             episode.outcome or "-",
-            _labels(episode, store.catalogue.segments(episode.id)),
-            _flags(episode),
+            episode_labels(episode, store.catalogue.segments(episode.id)),
+            episode_flags(episode),
             cameras,
             str(dropped),
             f"{store.episode_size(episode.id) / 1e6:.1f}",
         )
     Console(file=out, width=140).print(table)
     return 0
-
-
-def _labels(episode: EpisodeRecord, segments: list[SegmentRecord]) -> str:
-    """Tags and the count of intervention segments in one cell: `autonomous; 2 interv.`."""
-    interventions = sum(s.label == "intervention" for s in segments)
-    parts = [", ".join(episode.tags)] if episode.tags else []
-    parts += [f"{interventions} interv."] if interventions else []
-    return "; ".join(parts) or "-"
-
-
-def _flags(episode: EpisodeRecord) -> str:
-    """The quality flags (training leaves flagged episodes out); `?` for an episode never judged."""
-    if episode.flags is None:
-        return "?"
-    return ", ".join(episode.flags) or "-"
 
 
 def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO) -> int:
@@ -88,7 +73,7 @@ def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO
     print(
         f"episode {episode.id}: {episode.task!r}, {len(steps)} steps ({episode.duration_s or 0:.1f} s), "
         f"{episode.status}, outcome {episode.outcome or 'unknown'}"
-        + (f", twin reward {episode.twin_reward}/4" if episode.twin_reward is not None else ""),
+        + (f", {episode_twin_reward(episode)}" if episode.twin_reward is not None else ""),
         file=out,
     )
     if len(steps) != episode.steps:
@@ -140,6 +125,28 @@ def show_episode(store_dir: Path, episode_id: int, png: Path | None, out: TextIO
     figure.savefig(png, dpi=80)
     plt.close(figure)
     print(f"  plot: {png}", file=out)
+    return 0
+
+
+def save_video(store_dir: Path, episode_id: int, camera: str, target: Path | None, out: TextIO) -> int:
+    """A copy of the episode's video from `camera` (H.264 MP4: any player opens it)."""
+    import shutil
+
+    store = Store(store_dir, create=False, lock=False)
+    streams = {s.camera: s for s in store.catalogue.streams(episode_id)}  # an unknown id says so
+    if camera not in streams:
+        known = ", ".join(streams) or "none"
+        print(
+            f"rig show: episode {episode_id} has no camera {camera!r}; its cameras: {known}", file=sys.stderr
+        )
+        return 1
+    source = store.episode_dir(episode_id) / streams[camera].file
+    if not source.exists():
+        print(f"rig show: {source} is missing (the video was lost after recording)", file=sys.stderr)
+        return 1
+    target = target or Path(f"episode-{episode_id}-{camera}{source.suffix}")
+    shutil.copyfile(source, target)
+    print(f"  video {camera}: {target} ({streams[camera].frames_written} frames)", file=out)
     return 0
 
 
@@ -207,36 +214,3 @@ def replay_episode(profile_name: str, store_dir: Path, episode_id: int, out: Tex
     error = np.abs(step.qpos - actions[-1]).max() if step is not None else float("nan")
     print(f"replayed episode {episode_id}: {len(actions)} actions; final joint error {error:.3f}", file=out)
     return 0
-
-
-def episode_actions(store: Store, episode_id: int) -> np.ndarray:
-    """The episode's recorded follower goals, (T, 14) float64."""
-    return read_steps(store.episode_dir(episode_id))["action"].astype(np.float64)
-
-
-def replay_actions(loop: ControlLoop, actions: np.ndarray, move_s: float = 2.0) -> Step | None:
-    """Move to the first action over `move_s`, then play one action per tick. Returns the last step,
-    or None when something else took the loop first (an e-stop, another mode, the loop stopping)."""
-    from rig.modes import MoveTo, Replay
-
-    move = MoveTo(actions[0], duration=move_s)
-    if _drive(loop, move, lambda: move.finished) is None:
-        return None
-    replay = Replay(actions)
-    return _drive(loop, replay, lambda: replay.finished)
-
-
-def _drive(loop: ControlLoop, mode: Mode, done: Callable[[], bool], switch_ticks: int = 10) -> Step | None:
-    """Run `mode` until `done()`; None when it did not take over within `switch_ticks` or lost the loop."""
-    loop.set_mode(mode, ramp_s=0.0)
-    step = loop.wait_for_step()
-    first = step.index
-    while loop.mode is not mode:  # the switch happens at a tick boundary
-        if step.index - first > switch_ticks or not loop.running:
-            return None
-        step = loop.wait_for_step(step.index)
-    while not done():
-        if loop.mode is not mode or not loop.running:
-            return None
-        step = loop.wait_for_step(step.index)
-    return step

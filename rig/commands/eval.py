@@ -7,11 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hardware.profile import TASKS, load_profile
-from recorder.store import Store
+from hardware.profile import TASKS
 from rig.app.evaluate import EvalSettings
-from rig.commands.autonomy import add_policy_arguments, open_policy_or_explain, scheduling
-from rig.commands.record import with_scene
+from rig.commands.autonomy import add_policy_arguments, open_policy_or_explain, policy_spec
+from rig.commands.counts import non_negative_int, positive_float, positive_int
 
 
 def add_eval_parser(commands: argparse._SubParsersAction, default_profile: str, default_store: Path) -> None:
@@ -34,26 +33,26 @@ def add_eval_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> Non
     defaults = EvalSettings()
     parser.add_argument(
         f"--{prefix}episodes",
-        type=int,
+        type=positive_int,
         default=defaults.episodes,
         help=f"episodes (default {defaults.episodes})",
     )
     parser.add_argument(
         f"--{prefix}episode-time",
-        type=float,
+        type=positive_float,
         default=defaults.episode_s,
         help=f"simulated seconds per episode at most (default {defaults.episode_s:g})",
     )
     parser.add_argument(
         "--delay-ticks",
-        type=int,
+        type=non_negative_int,
         default=defaults.delay_ticks,
         help=f"simulated inference latency in control ticks (default {defaults.delay_ticks}: 100 ms at "
         "50 Hz); fixed, so a result does not depend on the machine's speed or load",
     )
     parser.add_argument(
         "--camera-hz",
-        type=float,
+        type=positive_float,
         default=defaults.camera_hz,
         help=f"how often the twin renders the policy's cameras (default {defaults.camera_hz:g})",
     )
@@ -66,8 +65,11 @@ def add_eval_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> Non
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from hardware.profile import load_profile
     from policy.progress import EVAL_LOG, wilson_interval
+    from recorder.store import Store
     from rig.app.evaluate import evaluate, log_result
+    from rig.app.record import with_scene
 
     profile = with_scene(load_profile(args.profile), args.task, twin_required=True)
     settings = EvalSettings(
@@ -75,7 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
         seed=args.seed,
         episode_s=args.episode_time,
         prompt=args.prompt,
-        scheduling=scheduling(args),
+        scheduling=policy_spec(args).scheduling,
         delay_ticks=args.delay_ticks,
         camera_hz=args.camera_hz,
         full_video=args.full_video,

@@ -1,201 +1,33 @@
-"""`rig record`: teleoperate and record episodes, headless.
+"""`rig record`: teleoperate and record episodes, headless (the operation: rig.app.record).
 
-Per episode: a reset period (the arms go back to the start, the scene is set up again), a
-countdown, then recording until the episode time is up or the operator ends it. Commands typed
-on the terminal (a letter, then Enter): e end the episode now, r re-record it (discard), s / f mark
-it a success / failure, q stop after this episode. On the twin the scripted operator performs the
-episodes, and each episode's outcome is the twin's reward.
-
-A safety trip (a servo that stopped answering, the watchdog) leaves the arms holding until a mode
-is chosen: the reset period chooses teleop again, and says so, so no episode records an idle rig
-unnoticed; an episode that held anyway is flagged (recorder/quality.py). With `successful_only`
-(the twin), an episode that failed or was flagged is discarded and recorded again, a bounded number
-of times.
+Commands typed on the terminal (a letter, then Enter): e end the episode now, r re-record it
+(discard), s / f mark it a success / failure, q stop after this episode. On the twin the scripted
+operator performs the episodes, and each episode's outcome is the twin's reward.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import json
-import queue
 import sys
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import numpy as np
-
-from hardware.devices import Devices, open_devices
-from hardware.profile import Profile, ProfileError, Task, load_profile
-from recorder.recorder import CameraFormat, EpisodeRecorder, EpisodeSummary
+from hardware.devices import open_devices
+from hardware.profile import Profile, Task, load_profile
+from recorder.recorder import EpisodeRecorder
 from recorder.store import Store, StoreFullError
-from rig import __version__
-from rig.calibration import ArmCalibration
-from rig.loop import ControlLoop, LoopConfig
-from rig.modes import Teleop
-from rig.step import Step
-from rig.teleop import ENGAGE_S, load_calibrations
+from rig.app.record import (
+    RecordingSession,
+    RecordPlan,
+    bytes_needed,
+    record_episodes,
+    with_cameras,
+    with_scene,
+)
+from rig.commands.terminal import TerminalCommands
+from rig.teleop import load_calibrations
 
-BYTES_PER_PIXEL_ESTIMATE = 0.1  # H.264 of rendered or camera images, with margin; steps are negligible
-
-
-DEFAULT_EPISODE_S = 10.0  # on hardware, when no episode time is given (on the twin: the demonstration's)
-TRIP_EVENTS = ("fault:", "watchdog:", "overload:")  # the loop's events that leave the arms holding
-
-
-@dataclass(frozen=True)
-class RecordPlan:
-    task: str
-    episodes: int
-    episode_s: float | None  # None: the twin's demonstration length, or DEFAULT_EPISODE_S
-    reset_s: float
-    countdown_s: float = 3.0
-    successful_only: bool = False  # on the twin: discard a failed or flagged episode, record it again
-    retries: int = 3  # per episode, with successful_only
-
-
-@dataclass
-class RecordResult:
-    """What a session kept, what it threw away and why, and why it stopped early if it did."""
-
-    kept: list[EpisodeSummary] = field(default_factory=list)
-    discarded: list[str] = field(default_factory=list)  # the reason for each discarded episode
-    gave_up: str | None = None
-
-    def describe(self, root: Path) -> str:
-        successes = sum(s.outcome == "success" for s in self.kept)
-        parts = [f"recorded {len(self.kept)} episode(s) into {root}; {successes} marked successful"]
-        if flagged := sum(bool(s.flags) for s in self.kept):
-            parts.append(f"{flagged} flagged (training leaves them out; see rig episodes)")
-        if self.discarded:
-            reasons = collections.Counter(self.discarded)
-            counts = ", ".join(f"{n} {why}" for why, n in reasons.items())
-            parts.append(f"{len(self.discarded)} discarded ({counts})")
-        return "; ".join(parts)
-
-
-def with_scene(profile: Profile, scene: Task | None, twin_required: bool = False) -> Profile:
-    """The profile with the twin set up for `scene` (None leaves it as it is); a hardware profile is
-    refused when a scene is asked for or the command only makes sense on the twin."""
-    if profile.twin is None:
-        if scene is None and not twin_required:
-            return profile
-        raise ProfileError(f"profile {profile.name} is real hardware; use a twin profile such as aloha-sim")
-    if scene is None:
-        return profile
-    return dataclasses.replace(profile, twin=dataclasses.replace(profile.twin, task=scene))
-
-
-def bytes_needed(profile: Profile, plan: RecordPlan) -> int:
-    """A generous estimate of the disk a recording session needs."""
-    pixels_per_s = sum(c.width * c.height for c in profile.cameras.values()) * profile.rate_hz
-    return int(
-        pixels_per_s * BYTES_PER_PIXEL_ESTIMATE * (plan.episode_s or DEFAULT_EPISODE_S) * plan.episodes
-    )
-
-
-class Keys:
-    """Operator commands from the terminal, one letter per line, read without blocking the flow."""
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self._commands: queue.Queue[str] = queue.Queue()
-        if stream is not None and stream.isatty():
-            threading.Thread(target=self._read, args=(stream,), daemon=True).start()
-
-    def _read(self, stream: TextIO) -> None:
-        for line in stream:
-            self._commands.put(line.strip().lower()[:1])
-
-    def poll(self) -> str | None:
-        try:
-            return self._commands.get_nowait()
-        except queue.Empty:
-            return None
-
-
-class Session:
-    """One `rig record` run: the loop, the recorder and, on the twin, the scripted operator."""
-
-    def __init__(
-        self,
-        devices: Devices,
-        store: Store,
-        calibrations: dict[str, ArmCalibration],
-    ) -> None:
-        self.devices = devices
-        self.profile = devices.profile
-        self.loop = ControlLoop(devices, calibrations, LoopConfig())
-        self.last_trip: str | None = None  # the latest event that left the arms holding
-        self.loop.subscribe(self._note_trip)
-        session_id = store.catalogue.start_session(
-            profile=self.profile.name,
-            profile_snapshot=Path(self.profile.source).read_text() if self.profile.source else "",
-            calibration={name: json.loads(c.to_json()) for name, c in calibrations.items()},
-            rig_version=__version__,
-        )
-        cameras = [CameraFormat(name, c.width, c.height) for name, c in self.profile.cameras.items()]
-        self.recorder = EpisodeRecorder(store, session_id, cameras, self.profile.rate_hz)
-        self.loop.subscribe(self.recorder.on_step)
-        self.operator = None
-        if devices.twin is not None:
-            from rig.operator import ScriptedOperator
-
-            self.operator = ScriptedOperator(devices.twin)
-
-    def _note_trip(self, step: Step) -> None:
-        for event in step.events:
-            if event.startswith(TRIP_EVENTS):
-                self.last_trip = event
-
-    def engage_teleop(self) -> str | None:
-        """Teleop again (with the engage ramp) when the loop has left it: a safety trip holds the arms
-        until a mode is chosen. Says what was done, or None when teleop was on (or the e-stop is)."""
-        loop = self.loop
-        mode = loop.mode.name
-        if mode == "teleop" or loop.estopped:
-            return None
-        loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
-        why = f" after {self.last_trip}" if self.last_trip else ""
-        self.last_trip = None
-        faults = loop.faults
-        waiting = f"; they hold until {', '.join(faults)} answers again" if faults else ""
-        return f"teleop engaged again ({ENGAGE_S:g} s ramp): the arms were {mode}{why}{waiting}"
-
-    def wait(self, seconds: float, keys: Keys | None = None) -> str | None:
-        """Let `seconds` pass on the rig clock; returns an end command typed meanwhile (e, r, q)."""
-        step = self.loop.wait_for_step()
-        end = step.t + seconds
-        verdict = None
-        while step.t < end:
-            step = self.loop.wait_for_step(step.index, timeout=30)
-            key = keys.poll() if keys else None
-            if key in ("s", "f"):
-                verdict = key
-            elif key in ("e", "r", "q"):
-                return key
-            if self.recorder.error:
-                return "q"
-        return verdict
-
-    def demonstrate(self, start_in: float) -> float:
-        """On the twin: new object placement, and a demonstration starting `start_in` from now,
-        preceded by the leaders' way back to the start. Returns the demonstration's duration."""
-        from rig.operator import Demonstration, plan_demonstration
-
-        assert self.operator is not None and self.devices.twin is not None
-        world = self.devices.twin.world
-        world.scatter_objects()
-        demo = plan_demonstration(world.task, world.object_poses())
-        previous = self.operator.demonstration
-        now = self.loop.wait_for_step().t
-        ticks = max(1, round(start_in / demo.dt))
-        origin = previous.leader[-1] if previous is not None else demo.leader[0]
-        way_back = np.linspace(origin, demo.leader[0], ticks)
-        self.operator.start(Demonstration(demo.task, np.vstack([way_back, demo.leader]), demo.dt), t0=now)
-        return demo.duration
+__all__ = ["RecordPlan", "run_record"]
 
 
 def run_record(
@@ -205,15 +37,22 @@ def run_record(
     calibration_dir: Path | None,
     out: TextIO,
     scene: Task | None = None,
+    cameras: Sequence[str] | None = None,
 ) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    profile = with_scene(load_profile(profile_name), scene)
+    profile = with_cameras(with_scene(load_profile(profile_name), scene), cameras)
     if plan.successful_only and profile.twin is None:
         print("rig record: --successful-only needs the twin: its reward judges each episode", file=sys.stderr)
         return 1
-    store = Store(store_dir)
+    with Store(store_dir) as store:
+        return _record_into(store, profile, plan, calibration_dir, say)
+
+
+def _record_into(
+    store: Store, profile: Profile, plan: RecordPlan, calibration_dir: Path | None, say: Callable[[str], None]
+) -> int:
     for episode_id in store.recovered:
         say(f"episode {episode_id} was interrupted by a crash; what was written is kept, marked interrupted")
     try:
@@ -221,12 +60,15 @@ def run_record(
     except StoreFullError as error:
         print(f"rig record: {error}", file=sys.stderr)
         return 1
-    keys = Keys(sys.stdin)
+    commands = TerminalCommands(sys.stdin)
     with open_devices(profile) as devices:
-        session = Session(devices, store, load_calibrations(devices, calibration_dir))
+        session = RecordingSession(devices, store, load_calibrations(devices, calibration_dir))
         session.loop.start()
         try:
-            result = record_episodes(session, plan, say, keys)
+            result = record_episodes(session, plan, say, commands)
+        except KeyboardInterrupt:
+            print(f"rig record: {stopped_by_interrupt(session.recorder, store)}", file=sys.stderr)
+            return 130
         finally:
             session.loop.stop()
     if session.recorder.error:
@@ -239,81 +81,11 @@ def run_record(
     return 0
 
 
-def record_episodes(
-    session: Session, plan: RecordPlan, say: Callable[[str], None], keys: Keys | None = None
-) -> RecordResult:
-    """The episodes of `plan`, on a started loop: teleop, then per episode reset, countdown, recording."""
-    loop = session.loop
-    loop.set_mode(Teleop(), ramp_s=ENGAGE_S)
-    session.wait(ENGAGE_S)
-    say("commands: e end the episode, r re-record it, s/f mark success/failure, q stop (then Enter)")
-    result = RecordResult()
-    retried = 0  # times the episode being recorded was discarded (successful_only)
-    while len(result.kept) < plan.episodes:
-        number = len(result.kept) + 1
-        if engaged := session.engage_teleop():
-            say(engaged)
-        episode_s = plan.episode_s or DEFAULT_EPISODE_S
-        if session.operator is not None:
-            demonstration_s = session.demonstrate(start_in=plan.reset_s + plan.countdown_s)
-            episode_s = plan.episode_s or demonstration_s
-        say(f"reset the scene: {plan.reset_s:.0f} s")
-        session.wait(plan.reset_s)
-        say(f"episode {number}/{plan.episodes} starts in {plan.countdown_s:g} s")
-        session.wait(plan.countdown_s)
-        session.recorder.begin(plan.task)
-        say(f"recording {episode_s:.0f} s: {plan.task}")
-        command = session.wait(episode_s, keys)
-        if command == "r":
-            session.recorder.discard()
-            say("discarded; recording this episode again")
-            continue
-        summary = _finish(session, command)
-        say(summary.describe())
-        stop = command == "q" or session.recorder.error is not None
-        rejected = _rejection(summary) if plan.successful_only else None
-        if rejected is None:
-            result.kept.append(summary)
-            retried = 0
-        else:
-            session.recorder.store.delete_episode(summary.episode_id)
-            result.discarded.append(rejected)
-            if retried == plan.retries:
-                result.gave_up = (
-                    f"episode {number}/{plan.episodes} was no successful demonstration in {retried + 1} "
-                    f"tries (the last: {rejected}); stopped with {len(result.kept)} kept"
-                )
-                break
-            retried += 1
-            if not stop:
-                say(
-                    f"discarded episode {summary.episode_id} ({rejected}); recording episode {number} again, "
-                    f"with a new placement (retry {retried} of {plan.retries})"
-                )
-        if stop:
-            break
-    return result
-
-
-def _rejection(summary: EpisodeSummary) -> str | None:
-    """Why an episode is no successful demonstration, or None when it is one."""
-    if summary.flags:
-        return "flagged " + ", ".join(summary.flags)
-    if summary.outcome != "success":
-        return summary.outcome or "outcome unknown"
-    return None
-
-
-def _finish(session: Session, command: str | None) -> EpisodeSummary:
-    return end_episode(session, {"s": "success", "f": "failure"}.get(command or ""))
-
-
-def end_episode(session: Session, outcome: str | None) -> EpisodeSummary:
-    """End the episode being recorded: the operator's verdict when given, else on the twin its reward."""
-    operator = session.operator
-    if outcome is not None:
-        return session.recorder.end(outcome)
-    if operator is not None:
-        verdict = "success" if operator.success else "failure"
-        return session.recorder.end(verdict, twin_reward=operator.max_reward)
-    return session.recorder.end()
+def stopped_by_interrupt(recorder: EpisodeRecorder, store: Store) -> str:
+    """^C while recording: the episode being recorded is kept (marked interrupted), and so is the rest."""
+    cut = ""
+    if recorder.recording:
+        summary = recorder.end(cut_short="stopped by ^C while recording")
+        cut = f"; episode {summary.episode_id}, cut short, is kept marked interrupted"
+    kept = len(store.catalogue.episodes())
+    return f"stopped by ^C; the data is kept: {kept} episode(s) in {store.root}{cut}"

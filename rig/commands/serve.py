@@ -14,10 +14,15 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint or run folder")
     serve.add_argument("--bind", default=None, help="zmq endpoint (default: tcp://127.0.0.1:5555)")
     serve.add_argument(
-        "--keys", type=Path, default=None, help="CurveZMQ key folder (created with a client key when missing)"
+        "--keys",
+        type=Path,
+        default=None,
+        help="CurveZMQ key folder, created with a client key when missing (default: no keys, loopback only)",
     )
     serve.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when there is one")
-    serve.add_argument("--tokenizer", type=Path, default=None, help="paligemma_tokenizer.model (for pi0)")
+    serve.add_argument(
+        "--tokenizer", type=Path, default=None, help="paligemma_tokenizer.model (for pi0; default: none)"
+    )
     serve.add_argument(
         "--compile",
         action="store_true",

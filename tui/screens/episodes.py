@@ -18,10 +18,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from recorder.catalogue import Catalogue
 from recorder.steps import read_steps
-from recorder.store import Store
-from rig.commands.episodes import _labels as episode_labels
+from recorder.store import Store, catalogue_of
+from rig.app.episodes import episode_labels
 from tui.state import Backend, CommandRefused
 from tui.widgets.plot import LinePlot, Series
 
@@ -32,14 +31,15 @@ CONFIRM_S = 3.0  # a second `d` within this confirms a delete
 
 @dataclass(frozen=True)
 class EpisodeRow:
-    """One table row; its fields are the columns, in order, and sort by their own type."""
+    """One table row; its fields are the columns, in order, and sort by their own type. The outcome
+    comes before the task, whose width varies, so that an 80-column terminal still shows it."""
 
     id: int
+    outcome: str
     task: str
     steps: int
     seconds: float
     status: str
-    outcome: str
     tags: str
     dropped: int
 
@@ -54,10 +54,9 @@ class EpisodeRow:
 COLUMNS = tuple(f.name for f in fields(EpisodeRow))
 
 
-def read_rows(catalogue_path: Path) -> list[EpisodeRow]:
-    """The catalogue's episodes as rows, as `rig episodes` shows them."""
-    catalogue = Catalogue(catalogue_path)
-    try:
+def read_rows(store_dir: Path) -> list[EpisodeRow]:
+    """The store's episodes as rows, as `rig episodes` shows them."""
+    with catalogue_of(store_dir) as catalogue:
         return [
             EpisodeRow(
                 id=e.id,
@@ -71,8 +70,6 @@ def read_rows(catalogue_path: Path) -> list[EpisodeRow]:
             )
             for e in catalogue.episodes()
         ]
-    finally:
-        catalogue.close()
 
 
 class EpisodesScreen(Screen[None]):
@@ -133,7 +130,7 @@ class EpisodesScreen(Screen[None]):
 
     def action_refresh(self) -> None:
         try:
-            self.rows = read_rows(self.store_dir / "catalogue.db")
+            self.rows = read_rows(self.store_dir)
         except Exception as error:  # a missing or newer catalogue: say so, keep the screen
             self.notify(f"cannot read the store: {error}", severity="error")
             self.rows = []
@@ -225,15 +222,12 @@ class EpisodesScreen(Screen[None]):
     def _summary(self, row: EpisodeRow) -> str:
         streams = "none"
         try:
-            catalogue = Catalogue(self.store_dir / "catalogue.db")
-            try:
+            with catalogue_of(self.store_dir) as catalogue:
                 streams = ", ".join(
                     f"{s.camera} {s.frames_written}f/{s.frames_dropped} dropped"
                     for s in catalogue.streams(row.id)
                 )
                 notes = catalogue.episode(row.id).notes
-            finally:
-                catalogue.close()
         except KeyError:
             notes = ""
         return (

@@ -21,7 +21,7 @@ they are. **ctrl+r** twice within 3 s releases it.
 | F1 F2 F3 F4 | Record, Episodes, Train, Run |
 | Tab / click | enter a text field; Enter or Esc leaves it |
 | ? | this help |
-| ctrl+q | quit (the rig parks and closes) |
+| ctrl+q | quit (the rig parks and closes); while training runs, twice (the run saves first) |
 
 | key | Record |
 |---|---|
@@ -30,12 +30,20 @@ they are. **ctrl+r** twice within 3 s releases it.
 | Esc | end the episode |
 | s / f | mark the last finished episode a success / a failure |
 
+| key | Train |
+|---|---|
+| s | start a new run with the model, steps and batch in the fields |
+| x | stop the run (it saves a checkpoint at the current step) |
+| r | resume the run, this session's or the newest with a checkpoint on disk, to the steps in the field |
+
 | key | Run |
 |---|---|
 | a | start the policy named in the field (a checkpoint folder or tcp://host:port); again: stop it |
 | t | take both arms over from the policy; again: hand them back |
 
-Moving a leader arm during autonomy also takes that arm over. Esc closes this help.
+A policy warms up and is timed before it takes the arms; the Run screen shows its time per chunk,
+and one slower than the rig needs is refused with that figure. Moving a leader arm during autonomy
+also takes that arm over. Esc closes this help.
 """
 
 

@@ -68,7 +68,9 @@ class RecordScreen(Screen[None]):
         send(self, self.backend.start_episode, task)
 
     def action_rerecord(self) -> None:
-        send(self, self.backend.rerecord)
+        """Discard the episode being recorded and record it again (the help's promise)."""
+        if send(self, self.backend.rerecord):
+            send(self, self.backend.start_episode, self.query_one("#task", Field).value.strip())
 
     def action_stop(self) -> None:
         send(self, self.backend.stop_episode)

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from rich.text import Text
@@ -20,7 +20,11 @@ from textual.widgets import Button, Footer, Input, Label, ProgressBar, Select, S
 
 from policy.progress import _duration as duration_text
 from tui.train_job import TrainJob, TrainStatus
+from tui.widgets.fields import Field
 from tui.widgets.plot import LinePlot, Series
+
+if TYPE_CHECKING:
+    from policy.runs import RunSummary
 
 CONFIGS = ("pi0-tiny", "pi0-small", "pi0")
 POLL_S = 0.5
@@ -46,9 +50,10 @@ class TrainScreen(Screen[None]):
 
     DEFAULT_CSS = """
     TrainScreen #settings { height: auto; }
-    TrainScreen #settings Input { width: 14; }
-    TrainScreen #settings Select { width: 20; }
-    TrainScreen #settings Button { min-width: 10; }
+    TrainScreen #settings Label { padding: 1 0 0 1; }
+    TrainScreen #settings Input { width: 10; }
+    TrainScreen #settings Select { width: 16; }
+    TrainScreen #settings Button { min-width: 8; }
     TrainScreen #figures { height: 1; }
     TrainScreen #run { height: 1; color: $text-muted; }
     TrainScreen #loss { height: 1fr; min-height: 5; }
@@ -70,9 +75,12 @@ class TrainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="settings"):
+            yield Label("model")
             yield Select([(c, c) for c in CONFIGS], value="pi0-small", allow_blank=False, id="config")
-            yield Input("1000", placeholder="steps", type="integer", id="steps")
-            yield Input("8", placeholder="batch size", type="integer", id="batch")
+            yield Label("steps")
+            yield Field("1000", placeholder="steps", type="integer", id="steps")
+            yield Label("batch")
+            yield Field("8", placeholder="batch size", type="integer", id="batch")
             yield Button("Start", id="start", variant="success")
             yield Button("Stop", id="stop", variant="error")
             yield Button("Resume", id="resume")
@@ -88,7 +96,26 @@ class TrainScreen(Screen[None]):
         self.set_interval(POLL_S, self.refresh_status)
         # Import torch (via policy.checkpoint) off the event loop before the first job reports.
         self.run_worker(partial(importlib.import_module, "policy.checkpoint"), thread=True)
+        self.run_worker(self._offer_earlier_run, thread=True)
         self.query_one("#start", Button).focus()  # so the keys reach the screen, not an input
+
+    def _offer_earlier_run(self) -> None:
+        """A run of an earlier session with a checkpoint becomes the job `r` resumes (not started)."""
+        from policy.runs import list_runs
+
+        runs = [run for run in list_runs(self.store_dir) if run.checkpoints]
+        if runs:
+            self.app.call_from_thread(self._adopt_earlier_run, runs[-1])
+
+    def _adopt_earlier_run(self, run: RunSummary) -> None:
+        if self.job is not None:  # a job was started meanwhile
+            return
+        step = run.checkpoints[-1].step
+        steps = run.steps or step
+        self.job = TrainJob(self.store_dir, run.folder, run.config, steps, extra_args=self.extra_args)
+        self.query_one("#steps", Field).value = str(steps)
+        self.refresh_status()
+        self.notify(f"an earlier run stopped at step {step} of {steps}: r resumes it, s starts a new one")
 
     def on_unmount(self) -> None:
         if self.job is not None:
@@ -125,7 +152,10 @@ class TrainScreen(Screen[None]):
         if steps is None:
             return
         if self.job is None or self.job.status().checkpoint is None:
-            self.notify("nothing to resume: no run with a checkpoint yet", severity="warning")
+            self.notify(
+                f"nothing to resume: no run with a checkpoint in {self.store_dir / 'runs'}",
+                severity="warning",
+            )
             return
         if self.job.status().running:
             self.notify("training is already running", severity="warning")
@@ -158,7 +188,8 @@ class TrainScreen(Screen[None]):
             return
         status = self.job.status()
         self.query_one("#progress", ProgressBar).update(total=status.total, progress=status.step)
-        self.query_one("#figures", Static).update(status_line(status))
+        live = f"{status.state}  {status.progress}" if status.progress else None
+        self.query_one("#figures", Static).update(live or status_line(status))
         checkpoint = f"  checkpoint {status.checkpoint.name}" if status.checkpoint else ""
         self.query_one("#run", Label).update(f"run {status.run_dir}{checkpoint}")
         self.query_one("#output", Static).update(Text("\n".join(status.lines[-OUTPUT_SHOWN:])))
