@@ -27,7 +27,7 @@ from policy.fast_inference import to_bf16_for_inference
 from policy.pi0 import Pi0, PrefixCache, sample_flow_time
 from policy.precision import Precision, autocast, uses_bf16
 from policy.train import TrainSettings
-from policy.transform import DEFAULT_VIEWS
+from policy.transform import DEFAULT_VIEWS, measured_image_size
 
 Dtype = Literal["fp32", "bf16", "bf16-weights"]
 DTYPES: tuple[Dtype, ...] = ("fp32", "bf16", "bf16-weights")
@@ -51,6 +51,7 @@ class BenchRefused(ValueError):
 class PolicyBenchSettings:
     config: str = "pi0-small"
     cameras: int = len(DEFAULT_VIEWS)  # image slots; rig train's default views
+    image_size: int | None = None  # None: rig train's for its default views (pi0: its published 224)
     batch: int = 1
     repeats: int = 10
     warmup: int = 2
@@ -187,6 +188,10 @@ class PolicyBenchReport:
 def bench_policy(settings: PolicyBenchSettings) -> PolicyBenchReport:
     """Count on `meta` first, so that a refused run has cost nothing; then time one fresh model."""
     config = get_config(settings.config)
+    size = settings.image_size or config.vision.image_size
+    if settings.image_size is None and config.tokenizer == "bytes":  # trained from scratch, as rig train does
+        size = measured_image_size(DEFAULT_VIEWS, size)
+    config = dataclasses.replace(config, vision=dataclasses.replace(config.vision, image_size=size))
     with torch.device("meta"):
         params = count_parameters(Pi0(config))
     if settings.params_only:
@@ -229,7 +234,7 @@ def random_inputs(config: Pi0Config, batch: int, cameras: int, generator: torch.
         tokens=torch.randint(3, config.vocab_size, (batch, length), generator=generator),
         token_masks=(torch.arange(length) < PROMPT_TOKENS)[None].expand(batch, -1),
         state=torch.randn(batch, config.action_dim, generator=generator),
-    )
+    ).without_trailing_padding()  # as training's batches come (policy.data.collate)
 
 
 def _chunk_latency(

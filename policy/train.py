@@ -64,7 +64,7 @@ from policy.pi0 import Pi0, sample_flow_time
 from policy.precision import Precision, autocast, uses_bf16
 from policy.progress import LossLog, Progress, plot_loss
 from policy.tokenizer import make_tokenizer
-from policy.transform import DEFAULT_VIEWS, CameraView, DataConfig
+from policy.transform import DEFAULT_VIEWS, CameraView, DataConfig, measured_image_size
 from policy.weights import load_pi0_weights
 from recorder.store import CATALOGUE, catalogue_of
 
@@ -97,7 +97,7 @@ class TrainSettings:
     norm_stats: Path | None = None  # openpi norm_stats.json instead of the store's statistics
     tokenizer: Path | None = None  # PaliGemma SentencePiece model, for the `pi0` config
     views: tuple[CameraView, ...] = DEFAULT_VIEWS  # what the model sees, slot by slot
-    image_size: int | None = None  # the vision tower's square side; default the config's
+    image_size: int | None = None  # vision tower's side; default: a twin preset's measured one or config's
     prompt: str | None = None
     augment: str = "shift"  # a name in policy.images.AUGMENTATIONS, or "none"
     action_horizon: int | None = None
@@ -474,13 +474,16 @@ def _fresh_setup(settings: TrainSettings, main: bool) -> _Setup:
     config = get_config(settings.config)
     if settings.action_horizon:
         config = dataclasses.replace(config, action_horizon=settings.action_horizon)
-    if settings.image_size:
+    image_size = settings.image_size
+    if image_size is None and settings.init is None:  # published weights keep their size
+        image_size = measured_image_size(settings.views, config.vision.image_size)
+    if image_size != config.vision.image_size and image_size is not None:
         try:
             config = dataclasses.replace(
-                config, vision=dataclasses.replace(config.vision, image_size=settings.image_size)
+                config, vision=dataclasses.replace(config.vision, image_size=image_size)
             )
         except ValueError as error:
-            raise TrainingError(f"--image-size {settings.image_size}: {error}") from None
+            raise TrainingError(f"--image-size {image_size}: {error}") from None
     if settings.norm_stats is not None:
         normalizer = load_openpi_norm_stats(settings.norm_stats)
     else:

@@ -144,7 +144,9 @@ def _record(args: argparse.Namespace) -> int:
         retries=args.retries,
     )
     cameras = args.cameras.split(",") if args.cameras else None
-    return run_record(args.profile, plan, args.store, args.calibration_dir, sys.stdout, args.scene, cameras)
+    return run_record(
+        args.profile, plan, args.store, args.calibration_dir, sys.stdout, args.scene, cameras, args.camera_hz
+    )
 
 
 def _episodes(args: argparse.Namespace) -> int:
@@ -310,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_policy.add_argument(
         "--cameras", type=int, default=None, help="image slots (default: as rig train's default views)"
     )
+    bench_policy.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=None,
+        help="the vision tower's side (default: rig train's for its default views; pi0: 224)",
+    )
     for flag, default in (("--batch", 1), ("--repeats", 10)):
         bench_policy.add_argument(
             flag, type=positive_int, default=default, help=f"{flag[2:]} (default {default})"
@@ -382,6 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NAME[,NAME]",
         help="record only these cameras of the profile (default: all it enables)",
+    )
+    record.add_argument(
+        "--camera-hz",
+        type=positive_float,
+        default=None,
+        help="record each camera at most this many frames a second (default: the profile's fps)",
     )
     record.add_argument(
         "--successful-only",

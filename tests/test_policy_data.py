@@ -23,7 +23,16 @@ from policy.normalize import (
     load_openpi_norm_stats,
 )
 from policy.tokenizer import ByteTokenizer, PaligemmaTokenizer, clean_prompt, make_tokenizer
-from policy.transform import ALOHA_VIEWS, CameraView, DataConfig, model_images, parse_views, view_frame
+from policy.transform import (
+    ALOHA_VIEWS,
+    TWIN_VIEWS,
+    CameraView,
+    DataConfig,
+    measured_image_size,
+    model_images,
+    parse_views,
+    view_frame,
+)
 from recorder.steps import read_steps
 from recorder.store import Store
 
@@ -334,3 +343,10 @@ def test_augmentation_presets_differ_only_in_what_they_move() -> None:
     shifted = augment_images(images, (False,), torch.Generator().manual_seed(1), no_colour)
     rows = (shifted[0, 0, 0] > 0.5).nonzero()[:, 0].float().mean()
     assert abs(float(rows) - 24.5) <= 5.5 and not torch.equal(shifted, images)  # moved, by at most 5 px
+
+
+def test_a_twin_preset_trains_at_its_measured_image_size_and_nothing_else_changes() -> None:
+    assert measured_image_size(TWIN_VIEWS["transfer_cube"], 112) == 56
+    assert measured_image_size(TWIN_VIEWS["insertion"], 112) == 56
+    assert measured_image_size(TWIN_VIEWS["aloha"], 112) == 112  # whole frames: the config's
+    assert measured_image_size(TWIN_VIEWS["transfer_cube"], 32) == 32  # never above the config's

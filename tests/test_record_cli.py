@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from recorder.steps import read_steps
 
 SMALL_TWIN = """
 base = "aloha-sim"
@@ -114,15 +117,20 @@ def test_successful_only_is_for_the_twin_whose_reward_judges_episodes(tmp_path: 
 
 
 def test_record_keeps_only_the_cameras_asked_for(tmp_path: Path) -> None:
-    """`--cameras` records a subset of the profile's cameras (rig demo records only what π0 sees)."""
+    """`--cameras` records a subset of the profile's cameras, `--camera-hz` at a lower rate (rig demo
+    records only what π0 sees, as often as evaluation renders it)."""
     profile = tmp_path / "two-cameras.toml"
     profile.write_text(SMALL_TWIN.replace("[cameras.cam_left_wrist]\nenabled = false\n", ""))
     store = tmp_path / "store"
     common = ("record", "--profile", str(profile), "--store", str(store), "--task", "look")
     short = ("--episode-time", "0.5", "--reset-time", "0.2", "--countdown", "0")
-    result = rig(*common, *short, "--cameras", "cam_high")
+    result = rig(*common, *short, "--cameras", "cam_high", "--camera-hz", "10")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (store / "episodes" / "000001").glob("*.mp4")) == ["cam_high.mp4"]
+    assert "frames dropped 0" in result.stdout
+    episode = store / "episodes" / "000001"
+    assert sorted(p.name for p in episode.glob("*.mp4")) == ["cam_high.mp4"]
+    rendered = np.unique(read_steps(episode)["cam_high/frame_number"])  # the frames the ticks saw
+    assert 4 <= len(rendered) <= 7  # 0.5 s at 10 Hz, not 25 frames at the profile's 50
 
     unknown = rig(*common, *short, "--cameras", "cam_high,cam_nope")
     assert unknown.returncode == 2  # a profile error, as for any wrong setting

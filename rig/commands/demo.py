@@ -52,12 +52,6 @@ def add_demo_parser(commands: argparse._SubParsersAction, default_profile: str, 
         "--batch-size", type=positive_int, default=DemoDefaults.batch_size, help="training samples a step"
     )
     demo.add_argument(
-        "--image-size",
-        type=positive_int,
-        default=DemoDefaults.image_size,
-        help="the vision tower's side in pixels",
-    )
-    demo.add_argument(
         "--eval-episodes",
         type=positive_int,
         default=DemoDefaults.eval_episodes,
@@ -80,11 +74,11 @@ class DemoDefaults:
     demonstrations and training for the policy to succeed in at least half of its episodes within
     ~20 minutes in all."""
 
-    episodes: int = 30
+    episodes: int = 40
+    camera_hz: float = 10.0  # as rig eval renders the policy's camera: a third of the recording time
     minutes: float = 9.0
     steps: int = 2000
     batch_size: int = 32
-    image_size: int = 56
     eval_episodes: int = 10
     episode_time: float = 10.0
 
@@ -99,10 +93,10 @@ def run_demo(args: argparse.Namespace) -> int:
     stages = {
         "record": ["record", "--store", store, "--profile", args.profile, "--task", instruction,
                    "--scene", args.task, "--episodes", args.episodes, "--countdown", 1, "--successful-only",
-                   "--cameras", cameras],
+                   "--cameras", cameras, "--camera-hz", DemoDefaults.camera_hz],
         "train": ["train", "--store", store, "--config", args.config, "--minutes", args.minutes,
                   "--steps", args.steps, "--batch-size", args.batch_size, "--cameras", args.task,
-                  "--image-size", args.image_size, "--ema", 0.999, "--out", run],
+                  "--ema", 0.999, "--out", run],
         "eval": ["eval", "--checkpoint", run, "--episodes", args.eval_episodes, "--task", args.task,
                  "--episode-time", args.episode_time, "--store", store, "--profile", args.profile],
     }  # fmt: skip

@@ -38,11 +38,12 @@ def run_record(
     out: TextIO,
     scene: Task | None = None,
     cameras: Sequence[str] | None = None,
+    camera_hz: float | None = None,
 ) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
 
-    profile = with_cameras(with_scene(load_profile(profile_name), scene), cameras)
+    profile = with_cameras(with_scene(load_profile(profile_name), scene), cameras, camera_hz)
     if plan.successful_only and profile.twin is None:
         print("rig record: --successful-only needs the twin: its reward judges each episode", file=sys.stderr)
         return 1

@@ -79,7 +79,8 @@ def add_train_parser(commands: argparse._SubParsersAction, default_store: Path) 
         "--image-size",
         type=positive_int,
         default=None,
-        help="the vision tower's square side in pixels (default: the config's)",
+        help="the vision tower's square side in pixels (default: for a twin preset trained from scratch, "
+        "the size measured for it, 56; else the config's)",
     )
     train.add_argument(
         "--prompt", default=None, help="use this prompt instead of each episode's task (default: the task)"
