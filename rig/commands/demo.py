@@ -13,10 +13,11 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rig.commands.counts import positive_int
+from rig.commands.counts import positive_float, positive_int
 
 INSTRUCTIONS = {"transfer_cube": "transfer the cube", "insertion": "insert the peg into the socket"}
 
@@ -26,43 +27,21 @@ def add_demo_parser(commands: argparse._SubParsersAction, default_profile: str, 
         "demo",
         help="record → train → autonomous on the twin, in one command (~20 min on a 2-core CPU)",
     )
-    demo.add_argument(
-        "--episodes",
-        type=positive_int,
-        default=DemoDefaults.episodes,
-        help="successful scripted demonstrations to record",
+    numbers: tuple[tuple[str, Callable[[str], float], str], ...] = (
+        ("episodes", positive_int, "successful scripted demonstrations to record"),
+        ("minutes", positive_float, "training time budget (the run's length follows from its measured pace)"),
+        ("steps", positive_int, "training steps at most (within --minutes)"),
+        ("batch_size", positive_int, "training samples a step"),
+        ("eval_episodes", positive_int, "seeded episodes the policy drives alone"),
+        ("episode_time", positive_float, "simulated seconds per evaluation episode at most"),
     )
-    demo.add_argument(
-        "--minutes",
-        type=float,
-        default=DemoDefaults.minutes,
-        help="training time budget (the run's length follows from its measured pace)",
-    )
-    demo.add_argument(
-        "--steps",
-        type=positive_int,
-        default=DemoDefaults.steps,
-        help="training steps at most (within --minutes)",
-    )
+    for name, kind, meaning in numbers:
+        flag = "--" + name.replace("_", "-")
+        demo.add_argument(flag, type=kind, default=getattr(DemoDefaults, name), help=meaning)
     demo.add_argument(
         "--task", choices=tuple(INSTRUCTIONS), default="transfer_cube", help="the twin's task to learn"
     )
     demo.add_argument("--config", default="pi0-small", help="π0 size (pi0-tiny for a quick look)")
-    demo.add_argument(
-        "--batch-size", type=positive_int, default=DemoDefaults.batch_size, help="training samples a step"
-    )
-    demo.add_argument(
-        "--eval-episodes",
-        type=positive_int,
-        default=DemoDefaults.eval_episodes,
-        help="seeded episodes the policy drives alone",
-    )
-    demo.add_argument(
-        "--episode-time",
-        type=float,
-        default=DemoDefaults.episode_time,
-        help="simulated seconds per evaluation episode at most",
-    )
     demo.add_argument("--profile", default=default_profile, help="a twin profile (name or .toml path)")
     demo.add_argument("--store", type=Path, default=None, help=f"default: a new folder under {data_dir}")
     demo.set_defaults(run=run_demo, data_dir=data_dir)  # fmt: skip
@@ -76,7 +55,7 @@ class DemoDefaults:
 
     episodes: int = 40
     camera_hz: float = 10.0  # as rig eval renders the policy's camera: a third of the recording time
-    minutes: float = 9.0
+    minutes: float = 11.0
     steps: int = 2000
     batch_size: int = 32
     eval_episodes: int = 10
