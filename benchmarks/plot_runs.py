@@ -47,7 +47,7 @@ def main() -> None:
         axes.errorbar(samples, rates, yerr=errors, marker="o", capsize=3, linewidth=1, label=label)
     axes.set(xlabel="training samples (thousands)", ylabel="success rate", ylim=(-0.02, 1.02))
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="upper left")
+    axes.legend(fontsize="small", loc="best")
     figure.tight_layout()
     figure.savefig(f"{args.out}-success.png")
     pyplot.close(figure)
