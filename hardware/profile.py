@@ -87,6 +87,10 @@ class CameraSettings:
     depth: bool = False
     view: str | None = None  # the twin's MuJoCo camera that stands in for this one
 
+    def at_most_hz(self, hz: float) -> CameraSettings:
+        """This camera delivering at most `hz` frames a second (on the twin: rendering that often)."""
+        return dataclasses.replace(self, fps=max(1, round(min(self.fps, hz))))
+
 
 @dataclass(frozen=True)
 class RobotSpec:

@@ -98,12 +98,7 @@ def policy_cameras(profile: Profile, info: PolicyInfo, camera_hz: float) -> Prof
             size = CameraView(name, crop).render_size(settings.height, settings.width, info.image_size)
         sizes[name] = max(size, sizes.get(name, (0, 0)))
     cameras = {
-        name: dataclasses.replace(
-            profile.cameras[name],
-            height=height,
-            width=width,
-            fps=round(min(profile.cameras[name].fps, camera_hz)),
-        )
+        name: dataclasses.replace(profile.cameras[name], height=height, width=width).at_most_hz(camera_hz)
         for name, (height, width) in sizes.items()
     }
     return dataclasses.replace(profile, cameras=cameras)

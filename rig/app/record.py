@@ -100,10 +100,7 @@ def with_cameras(profile: Profile, names: Sequence[str] | None, hz: float | None
         )
     cameras = {name: profile.cameras[name] for name in names}
     if hz is not None:
-        cameras = {
-            name: dataclasses.replace(camera, fps=max(1, round(min(camera.fps, hz))))
-            for name, camera in cameras.items()
-        }
+        cameras = {name: camera.at_most_hz(hz) for name, camera in cameras.items()}
     return dataclasses.replace(profile, cameras=cameras)
 
 
