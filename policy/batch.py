@@ -39,7 +39,7 @@ class Pi0Inputs:
         """The inputs with the prompt's padding columns that no sample uses cut off. Exact: padding is
         masked out of attention and comes after every real token, so no position changes; but a short
         prompt padded to `max_token_len` no longer costs the language model those tokens (a 19-token
-        prompt in 32 slots beside 64 image tokens: 13 % of the prefix)."""
+        prompt in 32 slots beside 16 image tokens: 13 of the prefix's 48)."""
         used = self.token_masks.any(dim=0).nonzero()
         width = int(used.max()) + 1 if used.numel() else 1
         if width == self.tokens.shape[1]:
