@@ -381,10 +381,11 @@ def _device(asked: str | None) -> torch.device:
 
 
 def _dtype(asked: Dtype | None, device: torch.device) -> tuple[Dtype, str]:
-    """What runs, and a note when it is not what was asked for."""
+    """What runs, and a note when it is not what was asked for. By default what inference runs:
+    bf16 weights where bf16 is fast (policy.fast_inference.prepare_for_inference), else fp32."""
     if asked is not None:
         return asked, ""
-    return ("bf16" if uses_bf16(device) else "fp32"), ""
+    return ("bf16-weights" if uses_bf16(device) else "fp32"), ""
 
 
 def _refuse_slow_cpu(settings: PolicyBenchSettings, device: torch.device, parameters: int) -> None:

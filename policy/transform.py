@@ -29,6 +29,11 @@ Crop = tuple[float, float, float, float]  # left, top, right, bottom, as fractio
 FULL_FRAME: Crop = (0.0, 0.0, 1.0, 1.0)
 
 
+def _even(pixels: int) -> int:
+    """`pixels` rounded up to an even count (at least 2)."""
+    return max(2, pixels + pixels % 2)
+
+
 @dataclass(frozen=True)
 class CameraView:
     """One model image slot: a recorded camera and the region of its frame the model sees."""
@@ -59,10 +64,11 @@ class CameraView:
 
     def render_size(self, height: int, width: int, size: int) -> tuple[int, int]:
         """The smallest (height, width) at which this camera's crop still holds `size` pixels across,
-        keeping the camera's aspect ratio: what a renderer needs to produce for this view alone."""
+        keeping the camera's aspect ratio: what a renderer needs to produce for this view alone.
+        Both even, as H.264's 4:2:0 video needs (an odd width stopped `rig eval` recording)."""
         left, top, right, bottom = self.crop
         scale = min(1.0, size / max((right - left) * width, (bottom - top) * height))
-        return max(1, math.ceil(height * scale)), max(1, math.ceil(width * scale))
+        return _even(min(height, math.ceil(height * scale))), _even(min(width, math.ceil(width * scale)))
 
     def describe(self) -> str:
         if self.crop == FULL_FRAME:

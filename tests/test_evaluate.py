@@ -19,7 +19,7 @@ from policy.progress import read_eval_log
 from recorder.catalogue import Catalogue
 from recorder.steps import read_steps
 from recorder.store import Store
-from rig.app.evaluate import EVAL_STORE, EvalSettings, evaluate, policy_cameras
+from rig.app.evaluate import EVAL_STORE, EvalSettings, evaluate, evaluate_checkpoints, policy_cameras
 
 RIG = [sys.executable, "-m", "rig.cli"]
 
@@ -96,3 +96,16 @@ def test_rig_train_evaluates_its_checkpoints_while_it_trains(tmp_path: Path) -> 
     catalogue = Catalogue(run / EVAL_STORE / "catalogue.db")
     assert [e.tags for e in catalogue.episodes()] == [("eval",), ("eval",)]
     assert dataclasses.replace(EvalSettings(), episodes=2).episodes == 2
+
+
+def test_an_evaluation_that_fails_during_training_says_so_and_lets_training_go_on(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "run" / "checkpoints" / "00000010"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "model.safetensors").write_bytes(b"not a checkpoint")
+    said: list[str] = []
+    profile = load_profile("aloha-sim")
+    hook = evaluate_checkpoints(profile, EvalSettings(episodes=1), every=10, say=said.append)
+    hook(checkpoint, 10)  # returns: the training loop that called it carries on
+    assert len(said) == 1 and said[0].startswith("eval at step 10 failed (")
+    assert f"rig eval --checkpoint {checkpoint}" in said[0]
+    assert not (tmp_path / "run" / "eval.csv").exists()

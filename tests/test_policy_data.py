@@ -35,6 +35,7 @@ from policy.transform import (
 )
 from recorder.steps import read_steps
 from recorder.store import Store
+from recorder.video import VideoReader, VideoWriter
 
 CONFIG = get_config("pi0-tiny")
 THREE = DataConfig(views=ALOHA_VIEWS)  # the synthetic store's three cameras, whole frames
@@ -350,3 +351,14 @@ def test_a_twin_preset_trains_at_its_measured_image_size_and_nothing_else_change
     assert measured_image_size(TWIN_VIEWS["insertion"], 112) == 56
     assert measured_image_size(TWIN_VIEWS["aloha"], 112) == 112  # whole frames: the config's
     assert measured_image_size(TWIN_VIEWS["transfer_cube"], 32) == 32  # never above the config's
+
+
+def test_a_view_renders_at_a_size_the_video_encoder_takes(tmp_path: Path) -> None:
+    """A crop whose exact render size is odd (267 px wide here) is rounded up to even: libx264's
+    4:2:0 refused the odd width and `rig eval` stopped at its first episode."""
+    height, width = CameraView("cam_high", (0.40, 0.40, 0.6625, 0.75)).render_size(240, 320, 70)
+    assert height % 2 == 0 and width % 2 == 0 and width >= 0.2625 * 320 * 70 / 84
+    with VideoWriter(tmp_path / "view.mp4", width, height, 10.0) as writer:
+        writer.write(np.zeros((height, width, 3), np.uint8))
+    with VideoReader(tmp_path / "view.mp4") as reader:
+        assert reader.frame(0).shape == (height, width, 3)

@@ -96,7 +96,8 @@ def policy_cameras(profile: Profile, info: PolicyInfo, camera_hz: float) -> Prof
         size = (settings.height, settings.width)
         if info.image_size:
             size = CameraView(name, crop).render_size(settings.height, settings.width, info.image_size)
-        sizes[name] = max(size, sizes.get(name, (0, 0)))
+        largest = sizes.get(name, (0, 0))
+        sizes[name] = (max(size[0], largest[0]), max(size[1], largest[1]))
     cameras = {
         name: dataclasses.replace(profile.cameras[name], height=height, width=width).at_most_hz(camera_hz)
         for name, (height, width) in sizes.items()
@@ -196,7 +197,9 @@ def evaluate_checkpoints(
     profile: Profile, settings: EvalSettings, every: int, say: Callable[[str], None] = print
 ) -> Callable[[Path, int], None]:
     """A training hook: every `every` steps, evaluate the new checkpoint on the twin (episodes go to
-    `<run>/eval-store`), log it to the run's success curve, and say the rate in one line."""
+    `<run>/eval-store`), log it to the run's success curve, and say the rate in one line. An
+    evaluation that fails says why in one line and training goes on: the checkpoint is saved, and
+    a crash here once ended a 4000-step run at step 2000."""
     from policy.checkpoint import run_of
     from policy.infer import LocalPolicy
     from recorder.store import Store
@@ -205,9 +208,16 @@ def evaluate_checkpoints(
         run = run_of(checkpoint)
         if step % every or run is None:
             return
-        policy = LocalPolicy.from_checkpoint(checkpoint, "cpu", seed=settings.seed)
-        with Store(run / EVAL_STORE) as store:
-            report = evaluate(policy, policy.info(), profile, store, settings, say=lambda _: None)
+        try:
+            policy = LocalPolicy.from_checkpoint(checkpoint, "cpu", seed=settings.seed)
+            with Store(run / EVAL_STORE) as store:
+                report = evaluate(policy, policy.info(), profile, store, settings, say=lambda _: None)
+        except Exception as error:  # any failure here must leave training running
+            say(
+                f"eval at step {step} failed ({type(error).__name__}: {error}); training goes on; "
+                f"`rig eval --checkpoint {checkpoint}` tries it again"
+            )
+            return
         curve = log_result(run, step, report, settings)
         rate = f"{report.successes}/{settings.episodes}"
         say(f"eval at step {step}: {rate} successful in {report.wall_s:.0f} s; curve {curve}")

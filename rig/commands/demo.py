@@ -51,7 +51,7 @@ def add_demo_parser(commands: argparse._SubParsersAction, default_profile: str, 
 class DemoDefaults:
     """Chosen by measurement on a 2-core CPU shared with other work (docs/learning.md): as much
     training as fits beside recording and evaluation in ~20 minutes. The 10 Hz camera saves half the
-    recording time for training; 11 minutes gave 4/10 on a fresh clone, below the 50 % aimed at."""
+    recording time for training; on fresh clones 11 minutes gave 6/10 and 5/10 (docs/learning.md)."""
 
     episodes: int = 40
     camera_hz: float = 10.0  # as rig eval renders the policy's camera: a third of the recording time
