@@ -53,8 +53,8 @@ class LocalPolicy:
         seed: int | None = None,
         compile: bool = False,
     ) -> LocalPolicy:
-        """On CUDA with bf16 weights; `compile`: the denoising step compiled (policy.fast_inference),
-        and compiled here, by a warm-up chunk, rather than on the first request."""
+        """bf16 weights where bf16 is fast; `compile`: the denoising step compiled (both in
+        policy.fast_inference), and compiled here, by a warm-up chunk, rather than on the first request."""
         chosen = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model, meta = load_policy(path, chosen)
         given = tokenizer_path or (Path(meta.tokenizer_path) if meta.tokenizer_path else None)
