@@ -156,6 +156,11 @@ class VideoWriter:
         self.path = Path(path)
         self.width, self.height = width, height
         self.settings = settings = settings or VideoSettings()
+        if settings.pix_fmt.startswith("yuv420") and (width % 2 or height % 2):
+            raise ValueError(
+                f"{self.path.name}: {settings.pix_fmt} video needs an even width and height, got "
+                f"{width}x{height}; give the camera an even size"
+            )
         self._frames = 0
         self._good_size = 0  # where the file ends after the last whole fragment
         self._frames_in_file = 0  # frames in the whole fragments

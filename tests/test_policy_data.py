@@ -363,3 +363,5 @@ def test_a_view_renders_at_a_size_the_video_encoder_takes(tmp_path: Path) -> Non
         writer.write(np.zeros((height, width, 3), np.uint8))
     with VideoReader(tmp_path / "view.mp4") as reader:
         assert reader.frame(0).shape == (height, width, 3)
+    with pytest.raises(ValueError, match="even width and height, got 267x196"):
+        VideoWriter(tmp_path / "odd.mp4", 267, 196, 10.0)  # said plainly, before libx264 refuses it
