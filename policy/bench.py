@@ -23,7 +23,7 @@ import torch
 
 from policy.batch import Pi0Inputs, TrainingBatch
 from policy.config import Pi0Config, get_config
-from policy.fast_inference import to_bf16_for_inference
+from policy.fast_inference import keeps_bf16_weights, to_bf16_for_inference
 from policy.pi0 import Pi0, PrefixCache, sample_flow_time
 from policy.precision import Precision, autocast, uses_bf16
 from policy.train import TrainSettings
@@ -385,7 +385,7 @@ def _dtype(asked: Dtype | None, device: torch.device) -> tuple[Dtype, str]:
     bf16 weights where bf16 is fast (policy.fast_inference.prepare_for_inference), else fp32."""
     if asked is not None:
         return asked, ""
-    return ("bf16-weights" if uses_bf16(device) else "fp32"), ""
+    return ("bf16-weights" if keeps_bf16_weights(device) else "fp32"), ""
 
 
 def _refuse_slow_cpu(settings: PolicyBenchSettings, device: torch.device, parameters: int) -> None:

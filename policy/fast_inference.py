@@ -39,13 +39,17 @@ def compile_denoiser(model: Pi0) -> None:
     model.denoise_step = torch.compile(model.denoise_step, mode=mode, dynamic=False)  # type: ignore[method-assign]
 
 
+def keeps_bf16_weights(device: torch.device) -> bool:
+    """Whether inference on `device` runs with bf16 weights (`prepare_for_inference`)."""
+    return uses_bf16(device)
+
+
 def prepare_for_inference(model: Pi0, compile: bool = False) -> Pi0:
     """bf16 weights where the model runs under bf16 autocast (CUDA; a CPU whose probe finds bf16
     fast): autocast would otherwise cast every weight again in each of a chunk's eleven passes
     (`rig bench policy`, pi0-small on this AMX CPU, 1 thread: 65 → 54 ms a chunk). Optionally the compiled
     denoising step; the model in eval mode."""
-    device = next(model.parameters()).device
-    if uses_bf16(device):
+    if keeps_bf16_weights(next(model.parameters()).device):
         to_bf16_for_inference(model)
     if compile:
         compile_denoiser(model)
